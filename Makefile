@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv and build the
+# interfaces first when needed (scripts/setup.sh is idempotent and quick once done).
+SHELL := /bin/bash
+ENV := . scripts/env.sh &&
+DEMO_OUT ?= output/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(ENV) python -m showroom_ros.demo --out $(DEMO_OUT)
+
+test: setup
+	@$(ENV) ruff check showroom_ros test benchmarks launch
+	@$(ENV) pytest $(PYTEST_ARGS)
+
+lint: setup
+	@$(ENV) ruff check showroom_ros test benchmarks launch
+
+bench: setup
+	@$(ENV) python benchmarks/bench_node.py
+
+clean:
+	rm -rf build install log output

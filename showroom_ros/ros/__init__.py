@@ -1,0 +1,1 @@
+"""The thin ROS 2 layer: message conversions, pose sources and the nodes. Imports rclpy."""
