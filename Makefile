@@ -11,7 +11,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	@$(ENV) python -m showroom_ros.demo --out $(DEMO_OUT)
+	@$(ENV) python -m showroom_ros.ros.demo --out $(DEMO_OUT)
 
 test: setup
 	@$(ENV) ruff check showroom_ros test benchmarks launch

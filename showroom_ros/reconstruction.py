@@ -19,7 +19,7 @@ class TriangleMesh:
 
     @property
     def num_triangles(self) -> int:
-        return int(len(self.triangles))
+        return len(self.triangles)
 
 
 @dataclass
@@ -51,4 +51,4 @@ class Reconstruction:
 
     @property
     def num_points(self) -> int:
-        return int(len(self.points))
+        return len(self.points)

@@ -158,6 +158,26 @@ def compressed_depth_to_array(msg: CompressedImage) -> np.ndarray:
     return decoded
 
 
+def rgb_to_compressed(rgb: np.ndarray, header: Header, image_format: str = "jpeg") -> CompressedImage:
+    """Encode like image_transport's ``compressed`` plugin (format string included)."""
+    extension = {"jpeg": ".jpg", "png": ".png"}[image_format]
+    ok, encoded = cv2.imencode(extension, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode the image as {image_format}")
+    return CompressedImage(header=header, format=f"rgb8; {image_format} compressed bgr8", data=_as_byte_array(encoded))
+
+
+def depth_to_compressed_depth(depth_mm: np.ndarray, header: Header) -> CompressedImage:
+    """Encode 16UC1 depth like image_transport's ``compressedDepth`` plugin (header + PNG)."""
+    if depth_mm.dtype != np.uint16 or depth_mm.ndim != 2:
+        raise ValueError(f"expected (H, W) uint16 depth, got {depth_mm.shape} {depth_mm.dtype}")
+    ok, encoded = cv2.imencode(".png", depth_mm)
+    if not ok:
+        raise ValueError("OpenCV could not encode the depth image as PNG")
+    payload = _COMPRESSED_DEPTH_HEADER.pack(0, 0.0, 0.0) + encoded.tobytes()
+    return CompressedImage(header=header, format="16UC1; compressedDepth png", data=_as_byte_array(payload))
+
+
 def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
     """CameraInfo's K as intrinsics; an all-zero K (uncalibrated camera) is an error."""
     k = np.asarray(msg.k, dtype=np.float64)
@@ -317,7 +337,7 @@ def mesh_to_markers(
 
     The first marker is a DELETEALL so a smaller new mesh never leaves stale pieces in RViz.
     """
-    markers = [Marker(header=header, ns=namespace, id=0, action=Marker.DELETEALL)]
+    markers = list(mesh_to_markers_clear(header, namespace).markers)
     corners = mesh.vertices[mesh.triangles.reshape(-1)].astype(np.float64)
     rgba = np.concatenate(
         [mesh.vertex_colors[mesh.triangles.reshape(-1)].astype(np.float32) / 255.0,
@@ -333,3 +353,8 @@ def mesh_to_markers(
         marker.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in rgba[start : start + per_marker].tolist()]
         markers.append(marker)
     return MarkerArray(markers=markers)
+
+
+def mesh_to_markers_clear(header: Header, namespace: str = "showroom_mesh") -> MarkerArray:
+    """A MarkerArray that removes every mesh marker (published on reset)."""
+    return MarkerArray(markers=[Marker(header=header, ns=namespace, id=0, action=Marker.DELETEALL)])

@@ -1,0 +1,486 @@
+"""ROS 2 node ``showroom``: camera topics in, point cloud + mesh + keyframe poses out.
+
+The node only converts messages and schedules work. Keyframe selection lives in
+:mod:`showroom_ros.collector`, reconstruction in :mod:`showroom_ros.pipeline`. Reconstructions
+run on a single worker thread so the executor keeps receiving frames meanwhile; frames that
+arrive while the buffer is full are dropped with a reason in ``~/status``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseArray, PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
+
+from showroom_ros.collector import CollectorConfig, KeyframeCollector, Outcome
+from showroom_ros.export import save_reconstruction
+from showroom_ros.keyframes import KeyframeBuffer, KeyframeSelectorConfig
+from showroom_ros.msg import ReconstructionStatus
+from showroom_ros.pipeline import PipelineConfig, ReconstructionError, ReconstructionPipeline, default_backends
+from showroom_ros.poses import PoseHistory
+from showroom_ros.reconstruction import Reconstruction
+from showroom_ros.rgbd import RGBDFusionConfig, depth_to_metres
+from showroom_ros.ros import conversions as conv
+from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS, declare_parameters
+from showroom_ros.srv import Reconstruct, SaveReconstruction
+from showroom_ros.surface import SurfaceConfig, decimate_mesh
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _listed(values: list[str]) -> list[str]:
+    return [v for v in values if v]
+
+
+class ShowroomNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("showroom", **kwargs)
+        p = declare_parameters(self, SHOWROOM_PARAMETERS)
+        self.params = p
+        self.image_topics = _listed(p["image_topics"])
+        self.depth_topics = _listed(p["depth_topics"])
+        self.info_topics = _listed(p["camera_info_topics"])
+        self.depth_info_topics = _listed(p["depth_info_topics"])
+        self.pose_topics = _listed(p["pose_topics"])
+        self._check_topic_lists()
+        self.map_frame = p["map_frame"]
+        self.output_dir = Path(p["output_dir"]).expanduser().resolve()
+
+        self.collector = KeyframeCollector(
+            CollectorConfig(
+                num_cameras=len(self.image_topics),
+                use_depth=bool(self.depth_topics),
+                require_pose=p["pose_source"] != "none",
+                evaluation_period_ns=int(1e9 / p["evaluation_rate_hz"]),
+                sync_slop_ns=int(p["sync_slop"] * 1e9),
+                wait_timeout_ns=int(p["wait_timeout"] * 1e9),
+                selector=KeyframeSelectorConfig(
+                    blur_threshold=p["blur_threshold"],
+                    min_translation=p["min_translation"],
+                    min_rotation_deg=p["min_rotation_deg"],
+                    min_image_motion=p["min_image_motion"],
+                ),
+            ),
+            KeyframeBuffer(p["max_keyframes"]),
+            self._lookup_pose,
+        )
+        fusion = RGBDFusionConfig(voxel_size=p["voxel_size"], min_depth=p["min_depth"], max_depth=p["max_depth"])
+        self.pipeline = ReconstructionPipeline(
+            PipelineConfig(
+                backend=p["backend"],
+                build_mesh=p["build_mesh"],
+                min_keyframes=p["min_keyframes"],
+                surface=SurfaceConfig(depth=p["poisson_depth"]),
+            ),
+            default_backends(fusion),
+        )
+
+        # State shared between executor threads and the worker (guarded by _lock).
+        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="showroom-worker")
+        self._job: Future[Reconstruction] | None = None
+        self._last: Reconstruction | None = None
+        self._state = "collecting"
+        self._progress = 0.0
+        self._message = "waiting for keyframes"
+        self._backend_reason = ""
+        self._frames_received = 0
+        self._frames_rejected = 0
+        self._last_rejection = ""
+        self._last_duration = 0.0
+        self._warned: dict[str, float] = {}
+
+        self._inputs = MutuallyExclusiveCallbackGroup()
+        self._services = ReentrantCallbackGroup()
+        self.cloud_pub = self.create_publisher(PointCloud2, "~/cloud", LATCHED)
+        self.mesh_pub = self.create_publisher(MarkerArray, "~/mesh", LATCHED)
+        self.keyframes_pub = self.create_publisher(PoseArray, "~/keyframes", LATCHED)
+        self.status_pub = self.create_publisher(ReconstructionStatus, "~/status", LATCHED)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._pose_histories = [PoseHistory(tolerance_ns=int(p["sync_slop"] * 1e9)) for _ in self.image_topics]
+        self._tf_buffer = None
+        self._setup_pose_source(p["pose_source"])
+        self._subscribe_cameras()
+
+        self.create_service(Reconstruct, "~/reconstruct", self._on_reconstruct, callback_group=self._services)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._services)
+        self.create_service(SaveReconstruction, "~/save", self._on_save, callback_group=self._services)
+        self.create_timer(0.1, self._poll_pending, callback_group=self._inputs)
+        self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=self._services)
+        self._publish_status()
+        self.get_logger().info(
+            f"showroom ready: {len(self.image_topics)} camera(s), depth={'yes' if self.depth_topics else 'no'}, "
+            f"poses from {p['pose_source']}, backend {p['backend']}, output_dir {self.output_dir}"
+        )
+
+    # --- set-up -----------------------------------------------------------------------------------
+    def _check_topic_lists(self) -> None:
+        n = len(self.image_topics)
+        if n == 0:
+            raise ValueError("image_topics is empty: name at least one colour image topic")
+        for name, topics in (
+            ("camera_info_topics", self.info_topics),
+            ("depth_topics", self.depth_topics),
+            ("depth_info_topics", self.depth_info_topics),
+            ("pose_topics", self.pose_topics),
+        ):
+            if topics and len(topics) != n:
+                raise ValueError(f"{name} has {len(topics)} entries but image_topics has {n}: lists align by index")
+        if self.params["pose_source"] == "topic" and not self.pose_topics:
+            raise ValueError("pose_source is 'topic' but pose_topics is empty")
+        if self.params["min_keyframes"] > self.params["max_keyframes"]:
+            raise ValueError("min_keyframes must not exceed max_keyframes")
+
+    def _setup_pose_source(self, source: str) -> None:
+        if source == "topic":
+            for camera, topic in enumerate(self.pose_topics):
+                self.create_subscription(
+                    PoseStamped, topic, lambda msg, c=camera: self._on_pose(c, msg), 50, callback_group=self._inputs
+                )
+        elif source == "tf":
+            try:
+                from tf2_ros import Buffer, TransformListener
+            except ImportError:
+                self._fail_setup("pose_source 'tf' needs tf2_ros, which is not installed here; "
+                                 "use pose_source:=topic (PoseStamped per camera) or pose_source:=none")
+                return
+            self._tf_buffer = Buffer()
+            self._tf_listener = TransformListener(self._tf_buffer, self, spin_thread=False)
+
+    def _fail_setup(self, message: str) -> None:
+        self.get_logger().error(message)
+        self._state, self._message = "error", message
+
+    def _subscribe_cameras(self) -> None:
+        compressed = self.params["image_transport"] == "compressed"
+        qos = qos_profile_sensor_data
+        if self.params["input_reliability"] == "reliable":
+            qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        for camera, topic in enumerate(self.image_topics):
+            # raw=True: frames the throttle drops are never deserialised (the node's main CPU saving).
+            if compressed:
+                self.create_subscription(CompressedImage, topic + "/compressed",
+                                         lambda data, c=camera: self._on_image(c, data, CompressedImage), qos,
+                                         callback_group=self._inputs, raw=True)
+            else:
+                self.create_subscription(Image, topic, lambda data, c=camera: self._on_image(c, data, Image), qos,
+                                         callback_group=self._inputs, raw=True)
+            if self.info_topics:
+                self.create_subscription(CameraInfo, self.info_topics[camera],
+                                         lambda msg, c=camera: self._on_info(c, msg, depth=False), qos,
+                                         callback_group=self._inputs)
+            if self.depth_topics:
+                depth_type = CompressedImage if compressed else Image
+                depth_topic = self.depth_topics[camera] + ("/compressedDepth" if compressed else "")
+                self.create_subscription(depth_type, depth_topic, lambda msg, c=camera: self._on_depth(c, msg), qos,
+                                         callback_group=self._inputs)
+            if self.depth_info_topics:
+                self.create_subscription(CameraInfo, self.depth_info_topics[camera],
+                                         lambda msg, c=camera: self._on_info(c, msg, depth=True), qos,
+                                         callback_group=self._inputs)
+
+    # --- inputs -----------------------------------------------------------------------------------
+    def _now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def _reject(self, reason: str, warn: bool = False) -> None:
+        with self._lock:
+            self._frames_rejected += 1
+            self._last_rejection = reason
+        if warn:
+            # One line per kind of problem every 5 s (rclpy's own throttle is per call site,
+            # which would hide a second, different problem behind the first).
+            key, now = reason[:48], time.monotonic()
+            if now - self._warned.get(key, -1e9) >= 5.0:
+                self._warned[key] = now
+                self.get_logger().warning(reason)
+
+    def _on_image(self, camera: int, data: bytes, msg_type: type) -> None:
+        with self._lock:
+            self._frames_received += 1
+        now = self._now_ns()
+        if not self.collector.should_evaluate(camera, now):
+            return
+        topic = self.image_topics[camera]
+        try:
+            msg = deserialize_message(data, msg_type)
+            rgb = conv.compressed_to_rgb(msg) if msg_type is CompressedImage else conv.image_to_rgb(msg)
+        except Exception as error:
+            self._reject(f"bad image on {topic}: {error}", warn=True)
+            return
+        if self.collector.intrinsics(camera) is None and self.info_topics:
+            self._reject(f"no CameraInfo received yet on {self.info_topics[camera]}", warn=True)
+            return
+        intrinsics = self.collector.intrinsics(camera)
+        if intrinsics is not None and (intrinsics.width, intrinsics.height) != (rgb.shape[1], rgb.shape[0]):
+            self._reject(f"image on {topic} is {rgb.shape[1]}x{rgb.shape[0]} but its CameraInfo says "
+                         f"{intrinsics.width}x{intrinsics.height}", warn=True)
+            return
+        outcome = self.collector.add_image(camera, conv.stamp_to_ns(msg.header.stamp), rgb, msg.header.frame_id, now)
+        self._handle(outcome)
+
+    def _on_depth(self, camera: int, msg: Image | CompressedImage) -> None:
+        try:
+            raw = conv.compressed_depth_to_array(msg) if isinstance(msg, CompressedImage) \
+                else conv.depth_image_to_array(msg)
+            depth = depth_to_metres(raw, self.params["depth_scale"])
+        except Exception as error:
+            self._reject(f"bad depth image on {self.depth_topics[camera]}: {error}", warn=True)
+            return
+        for outcome in self.collector.add_depth(camera, conv.stamp_to_ns(msg.header.stamp), depth, self._now_ns()):
+            self._handle(outcome)
+
+    def _on_info(self, camera: int, msg: CameraInfo, depth: bool) -> None:
+        try:
+            self.collector.set_intrinsics(camera, conv.camera_info_to_intrinsics(msg), depth=depth)
+        except conv.MessageError as error:
+            topic = (self.depth_info_topics if depth else self.info_topics)[camera]
+            self._reject(f"bad CameraInfo on {topic}: {error}", warn=True)
+
+    def _on_pose(self, camera: int, msg: PoseStamped) -> None:
+        if msg.header.frame_id and msg.header.frame_id != self.map_frame:
+            self._reject(f"pose on {self.pose_topics[camera]} is in '{msg.header.frame_id}', "
+                         f"expected map_frame '{self.map_frame}'", warn=True)
+            return
+        try:
+            self._pose_histories[camera].add(conv.stamp_to_ns(msg.header.stamp), conv.pose_to_matrix(msg.pose))
+        except ValueError as error:
+            self._reject(f"bad pose on {self.pose_topics[camera]}: {error}", warn=True)
+
+    def _lookup_pose(self, camera: int, stamp_ns: int, frame_id: str) -> np.ndarray | None:
+        source = self.params["pose_source"]
+        if source == "topic":
+            return self._pose_histories[camera].lookup(stamp_ns)
+        if source == "tf" and self._tf_buffer is not None:
+            from rclpy.time import Time
+
+            try:
+                transform = self._tf_buffer.lookup_transform(self.map_frame, frame_id, Time(nanoseconds=stamp_ns))
+            except Exception:
+                return None
+            return conv.transform_to_matrix(transform)
+        return None
+
+    def _poll_pending(self) -> None:
+        for outcome in self.collector.poll(self._now_ns()):
+            self._handle(outcome)
+
+    def _handle(self, outcome: Outcome) -> None:
+        if outcome.kind == "rejected":
+            self._reject(f"camera {outcome.camera}: {outcome.reason}", warn=outcome.reason.startswith("no "))
+            return
+        if outcome.kind != "accepted":
+            return
+        count = len(self.collector.buffer)
+        self.get_logger().info(f"keyframe {count}/{self.params['max_keyframes']} from camera {outcome.camera}")
+        with self._lock:
+            self._message = f"{count} keyframe(s) buffered"
+        if self.params["auto_reconstruct"] and self.collector.buffer.is_full:
+            self._start_job("buffer full")
+        else:
+            self._publish_status()
+
+    # --- reconstruction ---------------------------------------------------------------------------
+    def _start_job(self, why: str) -> Future[Reconstruction] | None:
+        with self._lock:
+            if self._job is not None and not self._job.done():
+                return None
+            keyframes = list(self.collector.buffer)
+            self.collector.buffer.clear()
+            self._state, self._progress, self._message = "reconstructing", 0.0, f"reconstructing ({why})"
+            self._job = self._worker.submit(self._reconstruct, keyframes)
+        self._publish_status()
+        return self._job
+
+    def _report(self, fraction: float, stage: str) -> None:
+        with self._lock:
+            self._progress, self._message = fraction, stage
+            if fraction == 0.0:
+                self._backend_reason = stage
+        self._publish_status()
+
+    def _reconstruct(self, keyframes: list) -> Reconstruction:
+        started = time.perf_counter()
+        try:
+            result = self.pipeline.run(keyframes, self._report)
+            if result.frame_id == "map":
+                result.frame_id = self.map_frame
+            self._publish_result(result)
+            if self.params["autosave"]:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                save_reconstruction(result, self.output_dir, f"reconstruction-{stamp}")
+        except Exception as error:
+            with self._lock:
+                self._state, self._message = "error", f"reconstruction failed: {error}"
+            if not isinstance(error, (ReconstructionError, ValueError)):
+                self.get_logger().error(traceback.format_exc())
+            self.get_logger().error(f"reconstruction failed: {error}")
+            self._publish_status()
+            raise
+        seconds = time.perf_counter() - started
+        stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+        self.get_logger().info(f"reconstructed {result.num_points} points, "
+                               f"{result.mesh.num_triangles if result.mesh else 0} triangles in {seconds:.2f}s "
+                               f"({stages})")
+        with self._lock:
+            self._last, self._last_duration = result, seconds
+            self._state, self._progress = "collecting", 1.0
+            self._message = f"reconstruction done with backend {result.backend} in {seconds:.2f}s"
+        self._publish_status()
+        return result
+
+    def _publish_result(self, result: Reconstruction) -> None:
+        header = Header(frame_id=result.frame_id, stamp=self.get_clock().now().to_msg())
+        self.cloud_pub.publish(conv.points_to_cloud(result.points, result.colors, header))
+        self.keyframes_pub.publish(conv.poses_to_pose_array(result.camera_poses, header))
+        if result.mesh is not None:
+            display = decimate_mesh(result.mesh, self.params["mesh_max_triangles"])
+            self.mesh_pub.publish(conv.mesh_to_markers(display, header))
+
+    # --- services ---------------------------------------------------------------------------------
+    def _on_reconstruct(self, request: Reconstruct.Request, response: Reconstruct.Response) -> Reconstruct.Response:
+        count = len(self.collector.buffer)
+        if count < self.params["min_keyframes"]:
+            response.success = False
+            response.message = f"need at least {self.params['min_keyframes']} keyframes, have {count}"
+            return response
+        job = self._start_job("service call")
+        if job is None:
+            response.success, response.message = False, "a reconstruction is already running; try again when done"
+            return response
+        try:
+            result = job.result(timeout=self.params["reconstruct_timeout"])
+        except TimeoutError:
+            response.success = False
+            response.message = "reconstruction is still running; its result will be published on ~/cloud"
+            return response
+        except Exception as error:
+            response.success, response.message = False, f"reconstruction failed: {error}"
+            return response
+        response.success = True
+        response.num_points = result.num_points
+        response.num_triangles = result.mesh.num_triangles if result.mesh else 0
+        response.seconds = float(self._last_duration)
+        response.message = f"backend {result.backend}: {response.num_points} points, {response.num_triangles} triangles"
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            if self._job is not None and not self._job.done():
+                response.success, response.message = False, "a reconstruction is running; reset when it is done"
+                return response
+            self.collector.clear()
+            for history in self._pose_histories:
+                history.clear()
+            self._last = None
+            self._state, self._progress, self._message = "collecting", 0.0, "reset: buffer and map cleared"
+        header = Header(frame_id=self.map_frame, stamp=self.get_clock().now().to_msg())
+        empty = np.zeros((0, 3))
+        self.cloud_pub.publish(conv.points_to_cloud(empty, empty.astype(np.uint8), header))
+        self.keyframes_pub.publish(PoseArray(header=header))
+        self.mesh_pub.publish(conv.mesh_to_markers_clear(header))
+        self._publish_status()
+        response.success, response.message = True, "keyframe buffer and reconstruction cleared"
+        return response
+
+    def _on_save(self, request: SaveReconstruction.Request, response: SaveReconstruction.Response):
+        name = request.name.strip() or f"reconstruction-{time.strftime('%Y%m%d-%H%M%S')}"
+        if not SAFE_NAME.match(name) or ".." in name:
+            response.success = False
+            response.message = (f"invalid name '{request.name}': use letters, digits, '.', '_' and '-' only "
+                                f"(files are written under {self.output_dir})")
+            return response
+        with self._lock:
+            result = self._last
+        if result is None:
+            response.success, response.message = False, "nothing to save yet: no reconstruction has run"
+            return response
+        try:
+            files = save_reconstruction(result, self.output_dir, name)
+        except OSError as error:
+            response.success, response.message = False, f"could not write under {self.output_dir}: {error}"
+            return response
+        response.success = True
+        response.files = [str(path) for path in files.values()]
+        response.message = f"saved {len(files)} files under {self.output_dir}"
+        return response
+
+    # --- status -----------------------------------------------------------------------------------
+    def _publish_status(self) -> None:
+        with self._lock:
+            last = self._last
+            status = ReconstructionStatus(
+                state=self._state,
+                backend=last.backend if last else self.params["backend"],
+                backend_reason=self._backend_reason,
+                num_keyframes=len(self.collector.buffer),
+                max_keyframes=self.params["max_keyframes"],
+                frames_received=self._frames_received,
+                frames_rejected=self._frames_rejected,
+                last_rejection=self._last_rejection,
+                progress=float(self._progress),
+                message=self._message,
+                num_points=last.num_points if last else 0,
+                num_triangles=last.mesh.num_triangles if last and last.mesh else 0,
+                last_duration_s=float(self._last_duration),
+                frame_id=last.frame_id if last else self.map_frame,
+                metric=bool(last.metric) if last else False,
+            )
+        status.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(status)
+        level = {"error": DiagnosticStatus.ERROR}.get(status.state, DiagnosticStatus.OK)
+        diagnostic = DiagnosticStatus(
+            level=level, name="showroom: reconstruction", hardware_id=self.get_name(), message=status.message,
+            values=[KeyValue(key=k, value=str(getattr(status, k))) for k in
+                    ("state", "backend", "num_keyframes", "frames_received", "frames_rejected", "last_rejection",
+                     "num_points", "num_triangles")],
+        )
+        self.diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diagnostic]))
+
+    def destroy_node(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    try:
+        node = ShowroomNode()
+    except (ValueError, OSError) as error:
+        print(f"showroom: configuration error: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

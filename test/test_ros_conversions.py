@@ -1,0 +1,173 @@
+"""Message <-> numpy conversions: every encoding, bad layouts, clouds, markers, poses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ros_harness import requires_ros
+
+pytestmark = requires_ros
+
+
+@pytest.fixture
+def header():
+    from std_msgs.msg import Header
+
+    return Header(frame_id="cam")
+
+
+def _image(array: np.ndarray, encoding: str, header, step: int | None = None, bigendian: bool = False):
+    from sensor_msgs.msg import Image
+
+    height, width = array.shape[:2]
+    row = array.reshape(height, -1).view(np.uint8).reshape(height, -1)
+    step = step or row.shape[1]
+    padded = np.zeros((height, step), np.uint8)
+    padded[:, : row.shape[1]] = row
+    return Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=bigendian, step=step,
+                 data=padded.tobytes())
+
+
+def test_colour_encodings_decode_to_rgb(header):
+    import cv2
+
+    from showroom_ros.ros.conversions import image_to_rgb
+
+    rgb = np.random.default_rng(1).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    assert np.array_equal(image_to_rgb(_image(rgb, "rgb8", header)), rgb)
+    assert np.array_equal(image_to_rgb(_image(rgb[..., ::-1].copy(), "bgr8", header)), rgb)
+    rgba = np.concatenate([rgb, np.full((6, 10, 1), 7, np.uint8)], axis=2)
+    assert np.array_equal(image_to_rgb(_image(rgba, "rgba8", header)), rgb)
+    bgra = np.concatenate([rgb[..., ::-1], np.full((6, 10, 1), 7, np.uint8)], axis=2)
+    assert np.array_equal(image_to_rgb(_image(bgra, "bgra8", header)), rgb)
+    gray = rgb[..., 0].copy()
+    assert np.array_equal(image_to_rgb(_image(gray, "mono8", header)), np.repeat(gray[..., None], 3, axis=2))
+    # Rows padded beyond width*3 (step) are read correctly.
+    assert np.array_equal(image_to_rgb(_image(rgb, "rgb8", header, step=40)), rgb)
+    uyvy = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)  # only shape/dtype matter for the layout check
+    decoded = image_to_rgb(_image(uyvy[..., :2].copy(), "yuv422", header))
+    assert decoded.shape == (6, 10, 3)
+
+
+def test_depth_encodings_keep_their_values(header):
+    from showroom_ros.ros.conversions import depth_image_to_array
+
+    millimetres = np.array([[0, 1, 65535], [1000, 2500, 42]], np.uint16)
+    assert np.array_equal(depth_image_to_array(_image(millimetres, "16UC1", header)), millimetres)
+    big = _image(millimetres.astype(">u2"), "16UC1", header, bigendian=True)
+    assert np.array_equal(depth_image_to_array(big), millimetres)  # not mapped to uint8, unlike PyPI cv-bridge
+    metres = np.array([[0.5, np.nan], [np.inf, 3.25]], np.float32)
+    np.testing.assert_array_equal(depth_image_to_array(_image(metres, "32FC1", header)), metres)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: setattr(m, "encoding", "bayer_rggb8"), "unsupported image encoding"),
+        (lambda m: setattr(m, "data", bytes(m.data)[:10]), "truncated"),
+        (lambda m: setattr(m, "step", 3), "step"),
+        (lambda m: (setattr(m, "width", 0), setattr(m, "height", 0)), "empty"),
+    ],
+)
+def test_bad_images_raise_clear_errors(header, mutate, message):
+    from showroom_ros.ros.conversions import MessageError, image_to_rgb
+
+    msg = _image(np.zeros((4, 5, 3), np.uint8), "rgb8", header)
+    mutate(msg)
+    with pytest.raises(MessageError, match=message):
+        image_to_rgb(msg)
+
+
+def test_colour_and_depth_are_not_mixed_up(header):
+    from showroom_ros.ros.conversions import MessageError, depth_image_to_array, image_to_rgb
+
+    with pytest.raises(MessageError, match="expected a colour image"):
+        image_to_rgb(_image(np.zeros((2, 2), np.uint16), "16UC1", header))
+    with pytest.raises(MessageError, match="expected a depth image"):
+        depth_image_to_array(_image(np.zeros((2, 2, 3), np.uint8), "rgb8", header))
+
+
+def test_compressed_round_trips(header):
+    from sensor_msgs.msg import CompressedImage
+
+    from showroom_ros.ros.conversions import (
+        MessageError,
+        compressed_depth_to_array,
+        compressed_to_rgb,
+        depth_to_compressed_depth,
+        rgb_to_compressed,
+    )
+
+    rgb = np.zeros((32, 48, 3), np.uint8)
+    rgb[:, :24] = (200, 30, 10)
+    decoded = compressed_to_rgb(rgb_to_compressed(rgb, header, "png"))
+    assert np.array_equal(decoded, rgb)  # PNG is lossless: channel order must survive
+    depth = np.arange(32 * 48, dtype=np.uint16).reshape(32, 48)
+    assert np.array_equal(compressed_depth_to_array(depth_to_compressed_depth(depth, header)), depth)
+    with pytest.raises(MessageError, match="could not decode"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"not a jpeg at all"))
+    with pytest.raises(MessageError, match="no data"):
+        compressed_to_rgb(CompressedImage(format="jpeg"))
+
+
+def test_camera_info_needs_a_calibration(header):
+    from sensor_msgs.msg import CameraInfo
+
+    from showroom_ros.camera import CameraIntrinsics
+    from showroom_ros.ros.conversions import MessageError, camera_info_to_intrinsics, intrinsics_to_camera_info
+
+    intrinsics = CameraIntrinsics(525.0, 526.0, 319.5, 239.5, 640, 480)
+    assert camera_info_to_intrinsics(intrinsics_to_camera_info(intrinsics, header)) == intrinsics
+    with pytest.raises(MessageError, match="no calibration"):
+        camera_info_to_intrinsics(CameraInfo(width=640, height=480))
+
+
+def test_point_cloud_round_trip_and_layout(header):
+    from sensor_msgs.msg import PointField
+
+    from showroom_ros.ros.conversions import cloud_to_points, points_to_cloud
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(1000, 3)).astype(np.float32)
+    colors = rng.integers(0, 256, (1000, 3), dtype=np.uint8)
+    msg = points_to_cloud(points, colors, header)
+    assert [f.name for f in msg.fields] == ["x", "y", "z", "rgb"]
+    assert all(f.datatype == PointField.FLOAT32 for f in msg.fields)
+    assert msg.point_step == 16 and msg.row_step == 16000 and len(msg.data) == 16000
+    back_points, back_colors = cloud_to_points(msg)
+    assert np.array_equal(back_points, points) and np.array_equal(back_colors, colors)
+    # rgb packs 0x00RRGGBB, as RViz's RGB8 transformer reads it
+    packed = np.frombuffer(bytes(msg.data), np.uint32).reshape(-1, 4)[:, 3]
+    assert packed[0] == (int(colors[0, 0]) << 16 | int(colors[0, 1]) << 8 | int(colors[0, 2]))
+
+
+def test_mesh_markers_split_and_keep_colours(header):
+    from visualization_msgs.msg import Marker
+
+    from showroom_ros.reconstruction import TriangleMesh
+    from showroom_ros.ros.conversions import mesh_to_markers
+
+    vertices = np.random.default_rng(2).normal(size=(30, 3)).astype(np.float32)
+    triangles = np.arange(30, dtype=np.int32).reshape(10, 3)
+    colours = np.tile(np.array([[255, 0, 0]], np.uint8), (30, 1))
+    markers = mesh_to_markers(TriangleMesh(vertices, triangles, colours), header, max_triangles_per_marker=4).markers
+    assert markers[0].action == Marker.DELETEALL
+    assert [len(m.points) for m in markers[1:]] == [12, 12, 6]
+    assert len({m.id for m in markers[1:]}) == 3
+    assert markers[1].colors[0].r == pytest.approx(1.0) and markers[1].colors[0].g == 0.0
+    assert markers[3].points[-1].x == pytest.approx(float(vertices[29, 0]))
+
+
+def test_pose_conversions_round_trip():
+    from scipy.spatial.transform import Rotation
+
+    from showroom_ros.ros.conversions import MessageError, matrix_to_pose, pose_to_matrix
+
+    matrix = np.eye(4)
+    matrix[:3, :3] = Rotation.from_euler("xyz", [10, -40, 170], degrees=True).as_matrix()
+    matrix[:3, 3] = [1.5, -2.0, 0.25]
+    np.testing.assert_allclose(pose_to_matrix(matrix_to_pose(matrix)), matrix, atol=1e-12)
+    pose = matrix_to_pose(np.eye(4))
+    pose.orientation.w = 0.0
+    with pytest.raises(MessageError, match="quaternion"):
+        pose_to_matrix(pose)
