@@ -46,6 +46,9 @@ fi
 . "$venv/bin/activate"
 export AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv"
 say "building the showroom_ros interfaces with colcon"
+mkdir -p log
+exec 9>log/.build.lock
+flock 9  # two builds at once in one build/ directory corrupt it
 if ! colcon --log-base log build --base-paths . --symlink-install \
     --event-handlers console_direct- summary- \
     --cmake-args -DCMAKE_PROJECT_INCLUDE="$root/cmake/pypi_wheels_fix.cmake" \

@@ -131,10 +131,10 @@ class KeyframeCollector:
         if self.config.use_depth:
             depth = self._matching_depth(camera, candidate.stamp_ns)
             if depth is None:
-                missing.append(f"a depth image within {self.config.sync_slop_ns / 1e6:.0f} ms of its stamp")
+                missing.append(f"depth image within {self.config.sync_slop_ns / 1e6:.0f} ms of its stamp")
         pose = self._pose_lookup(camera, candidate.stamp_ns, candidate.frame_id)
         if pose is None and self.config.require_pose:
-            missing.append("a camera pose at its stamp")
+            missing.append("camera pose at its stamp")
         if missing:
             if now_ns - candidate.received_ns > self.config.wait_timeout_ns:
                 self._pending[camera] = None

@@ -273,6 +273,21 @@ def matrix_to_pose(matrix: np.ndarray) -> Pose:
     return Pose(position=Point(x=px, y=py, z=pz), orientation=Quaternion(x=x, y=y, z=z, w=w))
 
 
+def pose_to_tf_message(pose: PoseStamped, child_frame_id: str):
+    """A tf2_msgs/TFMessage holding one transform (tf2_msgs is imported here: real ROS 2 only)."""
+    from geometry_msgs.msg import Transform, Vector3
+    from tf2_msgs.msg import TFMessage
+
+    position = pose.pose.position
+    transform = TransformStamped(
+        header=pose.header,
+        child_frame_id=child_frame_id,
+        transform=Transform(translation=Vector3(x=position.x, y=position.y, z=position.z),
+                            rotation=pose.pose.orientation),
+    )
+    return TFMessage(transforms=[transform])
+
+
 def poses_to_pose_array(poses: np.ndarray, header: Header) -> PoseArray:
     return PoseArray(header=header, poses=[matrix_to_pose(p) for p in poses])
 

@@ -37,6 +37,14 @@ class ReplayNode(Node):
         self.publish_depth = bool(declare("publish_depth", True).value)
         self.publish_poses = bool(declare("publish_poses", True).value)
         self.compressed = declare("image_transport", "raw").value == "compressed"
+        self.tf_pub = None
+        if bool(declare("publish_tf", False).value):
+            # tf2_msgs exists on a real ROS 2 only; asked for without it is a configuration error.
+            try:
+                from tf2_msgs.msg import TFMessage
+            except ImportError as error:
+                raise ValueError("publish_tf needs tf2_msgs, which is not installed") from error
+            self.tf_pub = self.create_publisher(TFMessage, "/tf", 100)
         self.keyframes = load_frame_folder(self.folder, with_depth=self.publish_depth, with_poses=self.publish_poses)
         if not self.keyframes:
             raise ValueError(f"no frames found in {self.folder}")
@@ -71,8 +79,10 @@ class ReplayNode(Node):
         stamp = self.get_clock().now().to_msg()
         camera = Header(stamp=stamp, frame_id=self.frame_id)
         if keyframe.pose is not None:
-            self.pose_pub.publish(conv.matrix_to_pose_stamped(keyframe.pose, Header(stamp=stamp,
-                                                                                   frame_id=self.map_frame)))
+            pose = conv.matrix_to_pose_stamped(keyframe.pose, Header(stamp=stamp, frame_id=self.map_frame))
+            self.pose_pub.publish(pose)
+            if self.tf_pub is not None:
+                self.tf_pub.publish(conv.pose_to_tf_message(pose, self.frame_id))
         if keyframe.depth is not None:
             millimetres = np.nan_to_num(keyframe.depth * 1000.0, nan=0.0).round().clip(0, 65535).astype(np.uint16)
             self.depth_pub.publish(conv.depth_to_compressed_depth(millimetres, camera) if self.compressed

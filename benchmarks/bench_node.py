@@ -1,0 +1,116 @@
+"""Node numbers of issue 2, measured on real processes.
+
+    python benchmarks/bench_node.py            (inside `. scripts/env.sh`; `make bench` does that)
+
+1. PointCloud2 build for 300k points (conversions.points_to_cloud), median of 30.
+2. CPU of the node process while it receives 30 Hz 640x480 rgb8 images that never become
+   keyframes (the same image over and over: no motion), over 20 s.
+3. Trigger -> mesh published for the 5 demo keyframes (the node's own measure, ~/status),
+   with the per-stage seconds of the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from showroom_ros.msg import ReconstructionStatus
+from std_msgs.msg import Header
+
+from showroom_ros.camera import CameraIntrinsics
+from showroom_ros.ros import conversions as conv
+from showroom_ros.ros.processes import NodeProcess, find_share_file, ros_environment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench_cloud_build(n: int = 300_000, repeats: int = 30) -> float:
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(n, 3)).astype(np.float32)
+    colors = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+    header = Header(frame_id="map")
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        conv.points_to_cloud(points, colors, header)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def bench_idle_cpu(seconds: float, workdir: Path) -> tuple[float, int]:
+    env = ros_environment()
+    params = {"image_topics": ["/bench/image"], "camera_info_topics": ["/bench/info"], "depth_topics": [""],
+              "pose_source": "none", "output_dir": str(workdir), "autosave": False}
+    node = NodeProcess("showroom_node", params, workdir, find_share_file("config", "showroom.yaml"), env=env)
+    client = Node("bench_publisher")
+    image_pub = client.create_publisher(Image, "/bench/image", qos_profile_sensor_data)
+    info_pub = client.create_publisher(CameraInfo, "/bench/info", qos_profile_sensor_data)
+    statuses: list = []
+    client.create_subscription(ReconstructionStatus, "/showroom/status", statuses.append, 10)
+    rgb = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    header = Header(frame_id="camera")
+    image = conv.rgb_to_image(rgb, header)
+    info = conv.intrinsics_to_camera_info(CameraIntrinsics(525, 525, 320, 240, 640, 480), header)
+    deadline = time.monotonic() + 30
+    while image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        rclpy.spin_once(client, timeout_sec=0.1)
+    process = psutil.Process(node.process.pid)
+    time.sleep(2.0)  # let start-up finish before measuring
+    cpu_before = process.cpu_times()
+    started = time.monotonic()
+    sent = 0
+    while time.monotonic() - started < seconds:
+        now = client.get_clock().now().to_msg()
+        image.header.stamp = info.header.stamp = now
+        info_pub.publish(info)
+        image_pub.publish(image)
+        sent += 1
+        target = started + sent / 30.0
+        while time.monotonic() < target:
+            rclpy.spin_once(client, timeout_sec=max(0.0, target - time.monotonic()))
+    wall = time.monotonic() - started
+    cpu_after = process.cpu_times()
+    used = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    for _ in range(20):
+        rclpy.spin_once(client, timeout_sec=0.1)
+    received = statuses[-1].frames_received if statuses else 0
+    client.destroy_node()
+    node.stop()
+    print(f"  sent {sent} images in {wall:.1f} s; node reports {received} received, "
+          f"{statuses[-1].num_keyframes if statuses else '?'} keyframes")
+    return 100.0 * used / wall, received
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    env = ros_environment()
+    import os
+
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION",
+                                          "FASTDDS_DEFAULT_PROFILES_FILE")})
+    print(f"1. PointCloud2 build, 300k points: {bench_cloud_build():.2f} ms (median of 30)")
+    rclpy.init()
+    with tempfile.TemporaryDirectory() as workdir:
+        cpu, _ = bench_idle_cpu(args.seconds, Path(workdir))
+    print(f"2. node CPU at 30 Hz 640x480 without keyframes: {cpu:.1f} % of one core")
+    rclpy.try_shutdown()
+    from showroom_ros.ros.demo import run_demo
+
+    with tempfile.TemporaryDirectory() as out:
+        print("3. trigger -> mesh published, 5 demo keyframes (demo run):")
+        run_demo(Path(out), find_share_file("data", "redkitchen"))
+
+
+if __name__ == "__main__":
+    main()
