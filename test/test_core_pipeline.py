@@ -58,7 +58,9 @@ def test_rgbd_run_on_the_sample_keyframes_is_metric_and_inside_the_room(kitchen)
     assert result.backend == "rgbd" and result.metric and result.frame_id == "map"
     assert result.num_points > 50_000 and result.mesh is None
     assert progress[0] == (0.0, "auto: rgbd") and progress[-1] == (1.0, "done")
-    np.testing.assert_allclose(result.camera_poses[:, :3, 3], np.stack([k.pose[:3, 3] for k in kitchen]), atol=1e-9)
+    np.testing.assert_allclose(
+        result.camera_poses[:, :3, 3], np.stack([k.pose[:3, 3] for k in kitchen]), atol=1e-9
+    )
     # Every point lies within max_depth of some camera, and in front of at least one.
     centres = result.camera_poses[:, :3, 3]
     distance = np.linalg.norm(result.points[:, None, :] - centres[None], axis=2).min(axis=1)
