@@ -102,9 +102,7 @@ class ReconstructionPipeline:
     def run(self, keyframes: Sequence[Keyframe], progress: ProgressCallback | None = None) -> Reconstruction:
         report = progress or (lambda fraction, stage: None)
         if len(keyframes) < self.config.min_keyframes:
-            raise ReconstructionError(
-                f"need at least {self.config.min_keyframes} keyframes, have {len(keyframes)}"
-            )
+            raise ReconstructionError(f"need at least {self.config.min_keyframes} keyframes, have {len(keyframes)}")
         backend, reason = self.select_backend(keyframes)
         report(0.0, reason)
         started = time.perf_counter()

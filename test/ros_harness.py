@@ -61,8 +61,12 @@ def call_service(node: Node, srv_type: Any, name: str, request: Any, timeout: fl
 
 def ros_init_for_tests() -> None:
     env = ros_environment()
-    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION",
-                "FASTDDS_DEFAULT_PROFILES_FILE"):
+    for key in (
+        "ROS_DOMAIN_ID",
+        "ROS_AUTOMATIC_DISCOVERY_RANGE",
+        "RMW_IMPLEMENTATION",
+        "FASTDDS_DEFAULT_PROFILES_FILE",
+    ):
         os.environ[key] = env[key]
     if not rclpy.ok():
         rclpy.init()

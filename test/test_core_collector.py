@@ -101,3 +101,13 @@ def test_camera_index_is_checked():
     collector = _collector()
     with pytest.raises(ValueError, match="camera index 3"):
         collector.should_evaluate(3, 0)
+
+
+def test_a_view_already_in_the_buffer_is_not_added_twice():
+    poses = Poses()
+    collector = _collector(poses, require_pose=True)
+    for stamp, x in [(1, 0.0), (2, 0.5), (3, 0.02)]:  # comes back next to the first keyframe
+        poses.by_stamp[stamp] = _pose(x)
+        outcome = collector.add_image(0, stamp, _textured(stamp), "cam", now_ns=stamp)
+    assert outcome.kind == "rejected" and "too close" in outcome.reason
+    assert len(collector.buffer) == 2

@@ -32,7 +32,8 @@ def test_launch_file_names_only_installed_things():
     assert "generate_launch_description" in functions
 
     constants = {
-        n.targets[0].id: n.value.value for n in tree.body
+        n.targets[0].id: n.value.value
+        for n in tree.body
         if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Constant)
     }
 
@@ -61,12 +62,16 @@ def test_launch_arguments_cover_topics_backend_output_and_rviz():
     source = LAUNCH.read_text()
     tree = ast.parse(source)
     declared = {
-        c.args[0].value for c in ast.walk(tree)
-        if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "DeclareLaunchArgument" and c.args
+        c.args[0].value
+        for c in ast.walk(tree)
+        if isinstance(c, ast.Call)
+        and getattr(c.func, "id", "") == "DeclareLaunchArgument"
+        and c.args
         and isinstance(c.args[0], ast.Constant)
     }
-    overrides = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") ==
-                     "OVERRIDES")
+    overrides = next(
+        n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "OVERRIDES"
+    )
     declared |= {k.value for k in overrides.value.keys}
     for argument in ("image_topic", "depth_topic", "camera_info_topic", "backend", "output_dir", "rviz"):
         assert argument in declared, argument
@@ -96,8 +101,11 @@ def test_parameter_file_matches_declared_parameters():
 def test_rviz_config_reads_the_latched_topics():
     config = yaml.safe_load((REPO / "rviz" / "showroom.rviz").read_text())
     displays = {d["Name"]: d for d in config["Visualization Manager"]["Displays"]}
-    for name, topic in (("Showroom cloud", "/showroom/cloud"), ("Showroom mesh", "/showroom/mesh"),
-                        ("Keyframe cameras", "/showroom/keyframes")):
+    for name, topic in (
+        ("Showroom cloud", "/showroom/cloud"),
+        ("Showroom mesh", "/showroom/mesh"),
+        ("Keyframe cameras", "/showroom/keyframes"),
+    ):
         assert displays[name]["Topic"]["Value"] == topic
         assert displays[name]["Topic"]["Durability Policy"] == "Transient Local"
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"

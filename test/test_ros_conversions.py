@@ -24,8 +24,15 @@ def _image(array: np.ndarray, encoding: str, header, step: int | None = None, bi
     step = step or row.shape[1]
     padded = np.zeros((height, step), np.uint8)
     padded[:, : row.shape[1]] = row
-    return Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=bigendian, step=step,
-                 data=padded.tobytes())
+    return Image(
+        header=header,
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=bigendian,
+        step=step,
+        data=padded.tobytes(),
+    )
 
 
 def test_colour_encodings_decode_to_rgb(header):

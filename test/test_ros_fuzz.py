@@ -37,8 +37,12 @@ def _malformed_messages(rng: np.random.Generator):
     small_step.step = 10
     cases.append(("image", small_step))
     cases.append(("image", rgb_to_image(np.zeros((480, 640, 3), np.uint8), header())))  # size != CameraInfo
-    for depth in (np.full((480, 640), np.nan, np.float32), np.full((480, 640), np.inf, np.float32),
-                  np.zeros((480, 640), np.uint16), rng.random((7, 9)).astype(np.float32)):
+    for depth in (
+        np.full((480, 640), np.nan, np.float32),
+        np.full((480, 640), np.inf, np.float32),
+        np.zeros((480, 640), np.uint16),
+        rng.random((7, 9)).astype(np.float32),
+    ):
         cases.append(("depth", mono_to_image(depth, header())))
     wrong_depth = mono_to_image(np.zeros((480, 640), np.uint8), header())
     cases.append(("depth", wrong_depth))
@@ -82,10 +86,16 @@ def test_fuzzed_inputs_leave_the_node_running_and_a_valid_set_still_reconstructs
     ros_init_for_tests()
     client = Node("showroom_fuzzer")
     params = {
-        "image_topics": ["/camera/color/image_raw"], "camera_info_topics": ["/camera/color/camera_info"],
-        "depth_topics": ["/camera/depth/image_raw"], "depth_info_topics": ["/camera/depth/camera_info"],
-        "pose_source": "topic", "pose_topics": ["/camera/pose"], "evaluation_rate_hz": 60.0,
-        "wait_timeout": 0.3, "output_dir": str(tmp_path / "out"), "autosave": False,
+        "image_topics": ["/camera/color/image_raw"],
+        "camera_info_topics": ["/camera/color/camera_info"],
+        "depth_topics": ["/camera/depth/image_raw"],
+        "depth_info_topics": ["/camera/depth/camera_info"],
+        "pose_source": "topic",
+        "pose_topics": ["/camera/pose"],
+        "evaluation_rate_hz": 60.0,
+        "wait_timeout": 0.3,
+        "output_dir": str(tmp_path / "out"),
+        "autosave": False,
     }
     node = NodeProcess("showroom_node", params, tmp_path, REPO_ROOT / "config" / "showroom.yaml")
     try:
@@ -99,8 +109,7 @@ def test_fuzzed_inputs_leave_the_node_running_and_a_valid_set_still_reconstructs
         }
         assert spin_until(client, lambda: publishers["image"].get_subscription_count() > 0, 30), node.log()
         # The valid CameraInfo first, so image checks past the "no CameraInfo" stage are reached too.
-        publishers["info"].publish(intrinsics_to_camera_info(CameraIntrinsics(50, 50, 32, 24, 64, 48),
-                                                             _header()))
+        publishers["info"].publish(intrinsics_to_camera_info(CameraIntrinsics(50, 50, 32, 24, 64, 48), _header()))
         rng = np.random.default_rng(0)
         sent = 0
         while sent < 300:
@@ -114,8 +123,11 @@ def test_fuzzed_inputs_leave_the_node_running_and_a_valid_set_still_reconstructs
         for expected in ("unsupported image encoding", "truncated", "empty", "no calibration"):
             assert expected in log, f"no warning mentioning '{expected}'"
 
-        replay = NodeProcess("showroom_replay", {"folder": str(REPO_ROOT / "data" / "redkitchen"),
-                                                 "rate_hz": 5.0, "repeat_each": 3}, tmp_path)
+        replay = NodeProcess(
+            "showroom_replay",
+            {"folder": str(REPO_ROOT / "data" / "redkitchen"), "rate_hz": 5.0, "repeat_each": 2, "loop": True},
+            tmp_path,
+        )
         try:
             ok = spin_until(client, lambda: statuses[-1].num_points > 0 or not node.alive(), 150)
             assert node.alive() and ok, f"{statuses[-1]}\n{node.log()}"

@@ -23,13 +23,20 @@ def test_node_takes_camera_poses_from_tf(tmp_path):
     ros_init_for_tests()
     client = Node("showroom_tf_test")
     params = {
-        "image_topics": ["/camera/color/image_raw"], "camera_info_topics": ["/camera/color/camera_info"],
-        "depth_topics": ["/camera/depth/image_raw"], "depth_info_topics": ["/camera/depth/camera_info"],
-        "pose_source": "tf", "output_dir": str(tmp_path / "out"), "autosave": False,
+        "image_topics": ["/camera/color/image_raw"],
+        "camera_info_topics": ["/camera/color/camera_info"],
+        "depth_topics": ["/camera/depth/image_raw"],
+        "depth_info_topics": ["/camera/depth/camera_info"],
+        "pose_source": "tf",
+        "output_dir": str(tmp_path / "out"),
+        "autosave": False,
     }
     node = NodeProcess("showroom_node", params, tmp_path, REPO_ROOT / "config" / "showroom.yaml")
-    replay = NodeProcess("showroom_replay", {"folder": str(REPO_ROOT / "data" / "redkitchen"), "publish_tf": True,
-                                             "repeat_each": 3}, tmp_path)
+    replay = NodeProcess(
+        "showroom_replay",
+        {"folder": str(REPO_ROOT / "data" / "redkitchen"), "publish_tf": True, "repeat_each": 3},
+        tmp_path,
+    )
     try:
         statuses: list = []
         client.create_subscription(ReconstructionStatus, "/showroom/status", statuses.append, LATCHED_QOS)

@@ -282,8 +282,9 @@ def pose_to_tf_message(pose: PoseStamped, child_frame_id: str):
     transform = TransformStamped(
         header=pose.header,
         child_frame_id=child_frame_id,
-        transform=Transform(translation=Vector3(x=position.x, y=position.y, z=position.z),
-                            rotation=pose.pose.orientation),
+        transform=Transform(
+            translation=Vector3(x=position.x, y=position.y, z=position.z), rotation=pose.pose.orientation
+        ),
     )
     return TFMessage(transforms=[transform])
 
@@ -335,8 +336,12 @@ def cloud_to_points(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
         raise MessageError(f"PointCloud2 lacks x/y/z/rgb fields: {sorted(offsets)}")
     count = msg.width * msg.height
     dtype = np.dtype(
-        {"names": ["x", "y", "z", "rgb"], "formats": ["<f4"] * 4,
-         "offsets": [offsets[k] for k in ("x", "y", "z", "rgb")], "itemsize": msg.point_step}
+        {
+            "names": ["x", "y", "z", "rgb"],
+            "formats": ["<f4"] * 4,
+            "offsets": [offsets[k] for k in ("x", "y", "z", "rgb")],
+            "itemsize": msg.point_step,
+        }
     )
     cloud = np.frombuffer(bytes(msg.data), dtype=dtype, count=count)
     points = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=1)
@@ -355,8 +360,11 @@ def mesh_to_markers(
     markers = list(mesh_to_markers_clear(header, namespace).markers)
     corners = mesh.vertices[mesh.triangles.reshape(-1)].astype(np.float64)
     rgba = np.concatenate(
-        [mesh.vertex_colors[mesh.triangles.reshape(-1)].astype(np.float32) / 255.0,
-         np.ones((len(corners), 1), np.float32)], axis=1
+        [
+            mesh.vertex_colors[mesh.triangles.reshape(-1)].astype(np.float32) / 255.0,
+            np.ones((len(corners), 1), np.float32),
+        ],
+        axis=1,
     )
     per_marker = max(1, int(max_triangles_per_marker)) * 3
     for index, start in enumerate(range(0, len(corners), per_marker), start=1):

@@ -38,11 +38,25 @@ def run_demo(out: Path, folder: Path, timeout: float = 300.0) -> int:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     env = ros_environment(isolated=True)
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION",
-                                          "FASTDDS_DEFAULT_PROFILES_FILE")})
+    os.environ.update(
+        {
+            k: env[k]
+            for k in (
+                "ROS_DOMAIN_ID",
+                "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                "RMW_IMPLEMENTATION",
+                "FASTDDS_DEFAULT_PROFILES_FILE",
+            )
+        }
+    )
     logs = out / "logs"
-    node = NodeProcess("showroom_node", {**DEMO_PARAMETERS, "output_dir": str(out)}, logs,
-                       find_share_file("config", "showroom.yaml"), env=env)
+    node = NodeProcess(
+        "showroom_node",
+        {**DEMO_PARAMETERS, "output_dir": str(out)},
+        logs,
+        find_share_file("config", "showroom.yaml"),
+        env=env,
+    )
     replay = None
     rclpy.init()
     client = Node("showroom_demo")
@@ -51,8 +65,9 @@ def run_demo(out: Path, folder: Path, timeout: float = 300.0) -> int:
     started = time.monotonic()
     try:
         print(f"[demo] showroom node starting (log: {node.log_path})")
-        replay = NodeProcess("showroom_replay", {"folder": str(folder), "rate_hz": 5.0, "repeat_each": 3}, logs,
-                             env=env)
+        replay = NodeProcess(
+            "showroom_replay", {"folder": str(folder), "rate_hz": 5.0, "repeat_each": 2, "loop": True}, logs, env=env
+        )
         print(f"[demo] replaying {folder} (log: {replay.log_path})")
         last_line = ""
         while time.monotonic() - started < timeout:
@@ -67,6 +82,8 @@ def run_demo(out: Path, folder: Path, timeout: float = 300.0) -> int:
                 if line != last_line:
                     print(line, flush=True)
                     last_line = line
+                if s.state == "reconstructing" and replay.alive():
+                    replay.stop()  # the node has its keyframes
                 if s.num_points > 0:
                     break
                 if s.state == "error":
@@ -86,8 +103,10 @@ def run_demo(out: Path, folder: Path, timeout: float = 300.0) -> int:
             print(f"[demo] save failed: {saved.message}", file=sys.stderr)
             return 1
         files = _standard_names(out, [Path(f) for f in saved.files])
-        print(f"\n[demo] backend {status.backend}: {status.num_points} points, {status.num_triangles} triangles "
-              f"in frame '{status.frame_id}' (metric: {status.metric})")
+        print(
+            f"\n[demo] backend {status.backend}: {status.num_points} points, {status.num_triangles} triangles "
+            f"in frame '{status.frame_id}' (metric: {status.metric})"
+        )
         print(f"[demo] trigger -> mesh published: {status.last_duration_s:.2f} s")
         _print_stage_timings(files.get("npz"))
         print("[demo] outputs:")
@@ -133,8 +152,12 @@ def _print_stage_timings(npz: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("output/demo"), help="where the outputs go")
-    parser.add_argument("--folder", type=Path, default=find_share_file("data", "redkitchen"),
-                        help="frame folder to replay (frames_c2w.txt layout)")
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=find_share_file("data", "redkitchen"),
+        help="frame folder to replay (frames_c2w.txt layout)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     return run_demo(args.out, args.folder, args.timeout)

@@ -25,28 +25,49 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param("depth_topics", [""], "Depth image topics aligned with image_topics; empty list or '' = no depth"),
     Param("camera_info_topics", ["/camera/color/camera_info"], "CameraInfo of each colour camera"),
     Param("depth_info_topics", [""], "CameraInfo of each depth camera; '' = depth is registered to colour"),
-    Param("image_transport", "raw", "raw: sensor_msgs/Image; compressed: <topic>/compressed and "
-          "<depth>/compressedDepth", choices=("raw", "compressed")),
-    Param("input_reliability", "best_effort", "QoS reliability of the camera subscriptions "
-          "(best_effort matches every publisher)", choices=("best_effort", "reliable")),
-    Param("pose_source", "tf", "Where camera poses come from: tf (map -> image frame_id), topic (pose_topics), "
-          "none", choices=("tf", "topic", "none")),
-    Param("pose_topics", [""], "geometry_msgs/PoseStamped of each camera's optical frame in map_frame "
-          "(pose_source: topic)"),
+    Param(
+        "image_transport",
+        "raw",
+        "raw: sensor_msgs/Image; compressed: <topic>/compressed and <depth>/compressedDepth",
+        choices=("raw", "compressed"),
+    ),
+    Param(
+        "input_reliability",
+        "best_effort",
+        "QoS reliability of the camera subscriptions (best_effort matches every publisher)",
+        choices=("best_effort", "reliable"),
+    ),
+    Param(
+        "pose_source",
+        "tf",
+        "Where camera poses come from: tf (map -> image frame_id), topic (pose_topics), none",
+        choices=("tf", "topic", "none"),
+    ),
+    Param(
+        "pose_topics",
+        [""],
+        "geometry_msgs/PoseStamped of each camera's optical frame in map_frame (pose_source: topic)",
+    ),
     Param("map_frame", "map", "Fixed frame the outputs are published in when poses are known"),
     Param("depth_scale", 1000.0, "16UC1 depth units per metre", range=(1.0, 100000.0)),
     # keyframe selection
     Param("min_keyframes", 3, "Fewest keyframes a reconstruction runs on", range=(2, 16)),
     Param("max_keyframes", 5, "Buffer size; auto_reconstruct fires when it is full", range=(2, 16)),
     Param("auto_reconstruct", True, "Reconstruct as soon as max_keyframes are buffered"),
-    Param("evaluation_rate_hz", 5.0, "Frames per second and camera considered as keyframes (the rest are "
-          "dropped before decoding)", range=(0.1, 60.0)),
+    Param(
+        "evaluation_rate_hz",
+        5.0,
+        "Frames per second and camera considered as keyframes (the rest are dropped before decoding)",
+        range=(0.1, 60.0),
+    ),
     Param("blur_threshold", 30.0, "Minimum sharpness (variance of the Laplacian on a thumbnail)", range=(0.0, 1e5)),
-    Param("min_translation", 0.15, "Metres the camera must move since the last keyframe (poses known)",
-          range=(0.0, 10.0)),
+    Param(
+        "min_translation", 0.15, "Metres the camera must move since the last keyframe (poses known)", range=(0.0, 10.0)
+    ),
     Param("min_rotation_deg", 10.0, "Or degrees it must turn (poses known)", range=(0.0, 180.0)),
-    Param("min_image_motion", 0.08, "Image change since the last keyframe when poses are unknown (0..1)",
-          range=(0.0, 1.0)),
+    Param(
+        "min_image_motion", 0.08, "Image change since the last keyframe when poses are unknown (0..1)", range=(0.0, 1.0)
+    ),
     Param("sync_slop", 0.05, "Seconds between colour and depth stamps that still make a pair", range=(0.0, 1.0)),
     Param("wait_timeout", 1.0, "Seconds a frame may wait for its depth or pose", range=(0.0, 30.0)),
     # reconstruction
@@ -56,8 +77,12 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param("max_depth", 6.0, "Farthest valid depth (m)", range=(0.1, 100.0)),
     Param("build_mesh", True, "Run screened Poisson reconstruction after fusion"),
     Param("poisson_depth", 9, "Octree depth of screened Poisson", range=(5, 12)),
-    Param("mesh_max_triangles", 150000, "Triangles published to RViz (the saved mesh is not decimated)",
-          range=(1000, 5000000)),
+    Param(
+        "mesh_max_triangles",
+        150000,
+        "Triangles published to RViz (the saved mesh is not decimated)",
+        range=(1000, 5000000),
+    ),
     Param("reconstruct_timeout", 120.0, "Seconds ~/reconstruct waits for a result", range=(1.0, 3600.0)),
     # outputs
     Param("output_dir", "~/.ros/showroom", "Where ~/save and autosave write (nothing is written elsewhere)"),

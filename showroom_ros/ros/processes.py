@@ -45,8 +45,10 @@ def ros_environment(isolated: bool = True) -> dict[str, str]:
 
 def node_command(name: str) -> list[str]:
     """The installed ROS executable (what `ros2 run` starts) when built, else its module."""
-    for prefix in [PACKAGE_ROOT / "install" / "showroom_ros", *map(Path, os.environ.get("AMENT_PREFIX_PATH",
-                                                                                          "").split(os.pathsep))]:
+    for prefix in [
+        PACKAGE_ROOT / "install" / "showroom_ros",
+        *map(Path, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)),
+    ]:
         installed = prefix / "lib" / "showroom_ros" / name
         if str(prefix) and installed.is_file():
             return [sys.executable, str(installed)]
@@ -66,8 +68,14 @@ def parameter_literal(value: Any) -> str:
 class NodeProcess:
     """A node in its own process; its output goes to a log file."""
 
-    def __init__(self, name: str, parameters: dict[str, Any], log_dir: Path, params_file: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        parameters: dict[str, Any],
+        log_dir: Path,
+        params_file: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         args = [*node_command(name), "--ros-args"]
         if params_file is not None:
             args += ["--params-file", str(params_file)]
@@ -77,8 +85,9 @@ class NodeProcess:
         self.name = name
         self.log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("w")
-        self.process = subprocess.Popen(args, env=env or ros_environment(), stdout=self._log,
-                                        stderr=subprocess.STDOUT, cwd=PACKAGE_ROOT)
+        self.process = subprocess.Popen(
+            args, env=env or ros_environment(), stdout=self._log, stderr=subprocess.STDOUT, cwd=PACKAGE_ROOT
+        )
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -85,15 +85,21 @@ class ReplayNode(Node):
                 self.tf_pub.publish(conv.pose_to_tf_message(pose, self.frame_id))
         if keyframe.depth is not None:
             millimetres = np.nan_to_num(keyframe.depth * 1000.0, nan=0.0).round().clip(0, 65535).astype(np.uint16)
-            self.depth_pub.publish(conv.depth_to_compressed_depth(millimetres, camera) if self.compressed
-                                   else conv.mono_to_image(millimetres, camera))
+            self.depth_pub.publish(
+                conv.depth_to_compressed_depth(millimetres, camera)
+                if self.compressed
+                else conv.mono_to_image(millimetres, camera)
+            )
             depth_intrinsics = keyframe.depth_intrinsics or keyframe.intrinsics
             if depth_intrinsics is not None:
                 self.depth_info_pub.publish(conv.intrinsics_to_camera_info(depth_intrinsics, camera))
         if keyframe.intrinsics is not None:
             self.info_pub.publish(conv.intrinsics_to_camera_info(keyframe.intrinsics, camera))
-        self.image_pub.publish(conv.rgb_to_compressed(keyframe.image, camera) if self.compressed
-                               else conv.rgb_to_image(keyframe.image, camera))
+        self.image_pub.publish(
+            conv.rgb_to_compressed(keyframe.image, camera)
+            if self.compressed
+            else conv.rgb_to_image(keyframe.image, camera)
+        )
 
 
 def main(args: list[str] | None = None) -> int:

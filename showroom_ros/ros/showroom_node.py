@@ -110,8 +110,8 @@ class ShowroomNode(Node):
         self._last_duration = 0.0
         self._warned: dict[str, float] = {}
 
-        self._inputs = MutuallyExclusiveCallbackGroup()
-        self._services = ReentrantCallbackGroup()
+        self._input_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()
         self.cloud_pub = self.create_publisher(PointCloud2, "~/cloud", LATCHED)
         self.mesh_pub = self.create_publisher(MarkerArray, "~/mesh", LATCHED)
         self.keyframes_pub = self.create_publisher(PoseArray, "~/keyframes", LATCHED)
@@ -122,11 +122,11 @@ class ShowroomNode(Node):
         self._setup_pose_source(p["pose_source"])
         self._subscribe_cameras()
 
-        self.create_service(Reconstruct, "~/reconstruct", self._on_reconstruct, callback_group=self._services)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._services)
-        self.create_service(SaveReconstruction, "~/save", self._on_save, callback_group=self._services)
-        self.create_timer(0.1, self._poll_pending, callback_group=self._inputs)
-        self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=self._services)
+        self.create_service(Reconstruct, "~/reconstruct", self._on_reconstruct, callback_group=self._service_group)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
+        self.create_service(SaveReconstruction, "~/save", self._on_save, callback_group=self._service_group)
+        self.create_timer(0.1, self._poll_pending, callback_group=self._input_group)
+        self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=self._service_group)
         self._publish_status()
         self.get_logger().info(
             f"showroom ready: {len(self.image_topics)} camera(s), depth={'yes' if self.depth_topics else 'no'}, "
@@ -155,14 +155,20 @@ class ShowroomNode(Node):
         if source == "topic":
             for camera, topic in enumerate(self.pose_topics):
                 self.create_subscription(
-                    PoseStamped, topic, lambda msg, c=camera: self._on_pose(c, msg), 50, callback_group=self._inputs
+                    PoseStamped,
+                    topic,
+                    lambda msg, c=camera: self._on_pose(c, msg),
+                    50,
+                    callback_group=self._input_group,
                 )
         elif source == "tf":
             try:
                 from tf2_ros import Buffer, TransformListener
             except ImportError:
-                self._fail_setup("pose_source 'tf' needs tf2_ros, which is not installed here; "
-                                 "use pose_source:=topic (PoseStamped per camera) or pose_source:=none")
+                self._fail_setup(
+                    "pose_source 'tf' needs tf2_ros, which is not installed here; "
+                    "use pose_source:=topic (PoseStamped per camera) or pose_source:=none"
+                )
                 return
             self._tf_buffer = Buffer()
             self._tf_listener = TransformListener(self._tf_buffer, self, spin_thread=False)
@@ -179,25 +185,49 @@ class ShowroomNode(Node):
         for camera, topic in enumerate(self.image_topics):
             # raw=True: frames the throttle drops are never deserialised (the node's main CPU saving).
             if compressed:
-                self.create_subscription(CompressedImage, topic + "/compressed",
-                                         lambda data, c=camera: self._on_image(c, data, CompressedImage), qos,
-                                         callback_group=self._inputs, raw=True)
+                self.create_subscription(
+                    CompressedImage,
+                    topic + "/compressed",
+                    lambda data, c=camera: self._on_image(c, data, CompressedImage),
+                    qos,
+                    callback_group=self._input_group,
+                    raw=True,
+                )
             else:
-                self.create_subscription(Image, topic, lambda data, c=camera: self._on_image(c, data, Image), qos,
-                                         callback_group=self._inputs, raw=True)
+                self.create_subscription(
+                    Image,
+                    topic,
+                    lambda data, c=camera: self._on_image(c, data, Image),
+                    qos,
+                    callback_group=self._input_group,
+                    raw=True,
+                )
             if self.info_topics:
-                self.create_subscription(CameraInfo, self.info_topics[camera],
-                                         lambda msg, c=camera: self._on_info(c, msg, depth=False), qos,
-                                         callback_group=self._inputs)
+                self.create_subscription(
+                    CameraInfo,
+                    self.info_topics[camera],
+                    lambda msg, c=camera: self._on_info(c, msg, depth=False),
+                    qos,
+                    callback_group=self._input_group,
+                )
             if self.depth_topics:
                 depth_type = CompressedImage if compressed else Image
                 depth_topic = self.depth_topics[camera] + ("/compressedDepth" if compressed else "")
-                self.create_subscription(depth_type, depth_topic, lambda msg, c=camera: self._on_depth(c, msg), qos,
-                                         callback_group=self._inputs)
+                self.create_subscription(
+                    depth_type,
+                    depth_topic,
+                    lambda msg, c=camera: self._on_depth(c, msg),
+                    qos,
+                    callback_group=self._input_group,
+                )
             if self.depth_info_topics:
-                self.create_subscription(CameraInfo, self.depth_info_topics[camera],
-                                         lambda msg, c=camera: self._on_info(c, msg, depth=True), qos,
-                                         callback_group=self._inputs)
+                self.create_subscription(
+                    CameraInfo,
+                    self.depth_info_topics[camera],
+                    lambda msg, c=camera: self._on_info(c, msg, depth=True),
+                    qos,
+                    callback_group=self._input_group,
+                )
 
     # --- inputs -----------------------------------------------------------------------------------
     def _now_ns(self) -> int:
@@ -233,16 +263,22 @@ class ShowroomNode(Node):
             return
         intrinsics = self.collector.intrinsics(camera)
         if intrinsics is not None and (intrinsics.width, intrinsics.height) != (rgb.shape[1], rgb.shape[0]):
-            self._reject(f"image on {topic} is {rgb.shape[1]}x{rgb.shape[0]} but its CameraInfo says "
-                         f"{intrinsics.width}x{intrinsics.height}", warn=True)
+            self._reject(
+                f"image on {topic} is {rgb.shape[1]}x{rgb.shape[0]} but its CameraInfo says "
+                f"{intrinsics.width}x{intrinsics.height}",
+                warn=True,
+            )
             return
         outcome = self.collector.add_image(camera, conv.stamp_to_ns(msg.header.stamp), rgb, msg.header.frame_id, now)
         self._handle(outcome)
 
     def _on_depth(self, camera: int, msg: Image | CompressedImage) -> None:
         try:
-            raw = conv.compressed_depth_to_array(msg) if isinstance(msg, CompressedImage) \
+            raw = (
+                conv.compressed_depth_to_array(msg)
+                if isinstance(msg, CompressedImage)
                 else conv.depth_image_to_array(msg)
+            )
             depth = depth_to_metres(raw, self.params["depth_scale"])
         except Exception as error:
             self._reject(f"bad depth image on {self.depth_topics[camera]}: {error}", warn=True)
@@ -259,8 +295,11 @@ class ShowroomNode(Node):
 
     def _on_pose(self, camera: int, msg: PoseStamped) -> None:
         if msg.header.frame_id and msg.header.frame_id != self.map_frame:
-            self._reject(f"pose on {self.pose_topics[camera]} is in '{msg.header.frame_id}', "
-                         f"expected map_frame '{self.map_frame}'", warn=True)
+            self._reject(
+                f"pose on {self.pose_topics[camera]} is in '{msg.header.frame_id}', "
+                f"expected map_frame '{self.map_frame}'",
+                warn=True,
+            )
             return
         try:
             self._pose_histories[camera].add(conv.stamp_to_ns(msg.header.stamp), conv.pose_to_matrix(msg.pose))
@@ -339,9 +378,11 @@ class ShowroomNode(Node):
             raise
         seconds = time.perf_counter() - started
         stages = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
-        self.get_logger().info(f"reconstructed {result.num_points} points, "
-                               f"{result.mesh.num_triangles if result.mesh else 0} triangles in {seconds:.2f}s "
-                               f"({stages})")
+        self.get_logger().info(
+            f"reconstructed {result.num_points} points, "
+            f"{result.mesh.num_triangles if result.mesh else 0} triangles in {seconds:.2f}s "
+            f"({stages})"
+        )
         with self._lock:
             self._last, self._last_duration = result, seconds
             self._state, self._progress = "collecting", 1.0
@@ -407,8 +448,10 @@ class ShowroomNode(Node):
         name = request.name.strip() or f"reconstruction-{time.strftime('%Y%m%d-%H%M%S')}"
         if not SAFE_NAME.match(name) or ".." in name:
             response.success = False
-            response.message = (f"invalid name '{request.name}': use letters, digits, '.', '_' and '-' only "
-                                f"(files are written under {self.output_dir})")
+            response.message = (
+                f"invalid name '{request.name}': use letters, digits, '.', '_' and '-' only "
+                f"(files are written under {self.output_dir})"
+            )
             return response
         with self._lock:
             result = self._last
@@ -450,10 +493,23 @@ class ShowroomNode(Node):
         self.status_pub.publish(status)
         level = {"error": DiagnosticStatus.ERROR}.get(status.state, DiagnosticStatus.OK)
         diagnostic = DiagnosticStatus(
-            level=level, name="showroom: reconstruction", hardware_id=self.get_name(), message=status.message,
-            values=[KeyValue(key=k, value=str(getattr(status, k))) for k in
-                    ("state", "backend", "num_keyframes", "frames_received", "frames_rejected", "last_rejection",
-                     "num_points", "num_triangles")],
+            level=level,
+            name="showroom: reconstruction",
+            hardware_id=self.get_name(),
+            message=status.message,
+            values=[
+                KeyValue(key=k, value=str(getattr(status, k)))
+                for k in (
+                    "state",
+                    "backend",
+                    "num_keyframes",
+                    "frames_received",
+                    "frames_rejected",
+                    "last_rejection",
+                    "num_points",
+                    "num_triangles",
+                )
+            ],
         )
         self.diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diagnostic]))
 
