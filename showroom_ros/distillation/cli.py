@@ -1,0 +1,95 @@
+"""``showroom distill CONFIG.yaml [--resume auto|PATH] [--set key=value ...]``: train a ShowRoom student.
+
+Also runnable as ``python -m showroom_ros.distillation.cli`` and under torchrun, e.g.
+``torchrun --nproc_per_node 4 -m showroom_ros.distillation.cli config.yaml`` (one process per GPU; the same
+config, ``train.batch_size`` being the global batch). Exit status: 0 done, 2 bad config or data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from showroom_ros.distillation.config import ConfigError, DistillConfig
+from showroom_ros.distillation.data import DataError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="showroom distill",
+        description="Distil the ShowRoom student (half-width DPT heads) from a Fast3R teacher.",
+    )
+    parser.add_argument("config", help="YAML config (see config/distill_example.yaml)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="auto|PATH",
+        help="continue from a checkpoint: 'auto' (the default when the flag is given alone) = the newest in "
+        "output_dir/checkpoints, or a checkpoint file or folder",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set train.max_steps=100 --set data.root=/data",
+    )
+    parser.add_argument(
+        "--validate", action="store_true", help="only check the config and the data, then exit"
+    )
+    parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet or rank != 0 else logging.INFO,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = DistillConfig.from_yaml(args.config, overrides=args.overrides)
+        if args.validate:
+            from showroom_ros.distillation.trainer import split_rooms
+
+            train, val = split_rooms(config)
+            print(f"config OK: {len(train)} training rooms, {len(val)} validation rooms")
+            return 0
+        from showroom_ros.distillation.trainer import Distiller
+
+        distiller = Distiller(config, resume=args.resume)
+        try:
+            summary = distiller.fit()
+        finally:
+            distiller.close()
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        print(f"showroom distill: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        _shutdown_distributed()
+    if rank == 0 and summary.get("export"):
+        print(f"student written to {summary['export']}")
+    return 0
+
+
+def _shutdown_distributed() -> None:
+    """Leave the process group together: a rank tearing gloo down while rank 0 still writes the export
+    can abort ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
