@@ -1,0 +1,116 @@
+"""``sfm`` backend end to end on the bundled redkitchen keyframes, from RGB only (depth only where stated).
+
+Each COLMAP run takes 1-3 s on 2 cores. Thresholds are from docs/rgb_backends.md with a margin; the
+7-Scenes ground-truth poses belong to the depth camera, so RGB-only geometry cannot match them exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from showroom_ros.backends import BackendsConfig, LearnedConfig, SfMBackend, SfMConfig, build_backends
+from showroom_ros.datasets import load_frame_folder
+from showroom_ros.keyframes import Keyframe
+from showroom_ros.pipeline import PipelineConfig, ReconstructionError, ReconstructionPipeline
+from showroom_ros.registration import ANCHORED_FRAME_ID, align_poses
+
+pytest.importorskip("pycolmap")
+
+
+@pytest.fixture(scope="module")
+def kitchen(repo_root: Path) -> Path:
+    return repo_root / "data" / "redkitchen"
+
+
+@pytest.fixture(scope="module")
+def ground_truth(kitchen: Path) -> list[Keyframe]:
+    return load_frame_folder(kitchen)
+
+
+def _quiet(fraction: float, stage: str) -> None:
+    assert 0.0 <= fraction <= 1.0 and stage
+
+
+def _depth_agreement(points: np.ndarray, keyframes: list[Keyframe]) -> float:
+    """Median |z_sfm - z_sensor| / z_sensor over points seen in keyframes' (unregistered) depth images."""
+    errors = []
+    for keyframe in keyframes:
+        pose, depth, k = keyframe.pose, keyframe.depth, keyframe.depth_intrinsics
+        camera = (points - pose[:3, 3]) @ pose[:3, :3]
+        front = camera[:, 2] > 0.1
+        u = np.rint(camera[front, 0] / camera[front, 2] * k.fx + k.cx).astype(int)
+        v = np.rint(camera[front, 1] / camera[front, 2] * k.fy + k.cy).astype(int)
+        inside = (u >= 0) & (u < depth.shape[1]) & (v >= 0) & (v < depth.shape[0])
+        measured = depth[v[inside], u[inside]]
+        valid = np.isfinite(measured)
+        errors.append(np.abs(camera[front][inside][valid, 2] - measured[valid]) / measured[valid])
+    return float(np.median(np.concatenate(errors)))
+
+
+def test_sfm_with_known_poses_triangulates_in_map_at_metric_scale(kitchen, ground_truth):
+    keyframes = load_frame_folder(kitchen, with_depth=False)
+    backend = SfMBackend()
+    assert backend.unavailable_reason(keyframes) is None
+    result = backend.reconstruct(keyframes, _quiet)
+    assert result.frame_id == "map" and result.metric
+    assert result.num_points >= 300, result.num_points
+    np.testing.assert_allclose(result.camera_poses, [k.pose for k in keyframes], atol=1e-3)
+    assert np.all(np.isfinite(result.points)) and result.confidence.min() >= 2  # seen by 2+ keyframes
+    # The sparse points sit on the surfaces the depth camera measured (within a few percent).
+    assert _depth_agreement(result.points.astype(np.float64), ground_truth) < 0.05
+    assert result.colors.std() > 10  # real colours, not a constant
+
+
+def test_sfm_without_poses_maps_incrementally_and_says_it_is_not_metric(kitchen, ground_truth):
+    keyframes = load_frame_folder(kitchen, with_depth=False, with_poses=False)
+    backend = SfMBackend()
+    result = backend.reconstruct(keyframes, _quiet)
+    assert result.frame_id == ANCHORED_FRAME_ID and not result.metric
+    assert len(result.camera_poses) == 5 and result.num_points >= 300
+    np.testing.assert_allclose(result.camera_poses[0], np.eye(4), atol=1e-9)
+    assert "NOT metric" in backend.last_registration.summary()
+    # Camera centres match the ground truth after a similarity alignment (measured 1.9 cm RMS).
+    alignment = align_poses(result.camera_poses, np.stack([k.pose for k in ground_truth]))
+    assert alignment.centre_rms < 0.05
+    assert alignment.rotation_errors_deg.max() < 8.0
+
+
+def test_sfm_without_poses_takes_the_scale_from_depth(kitchen, ground_truth):
+    keyframes = load_frame_folder(kitchen, with_poses=False)
+    backend = SfMBackend()
+    result = backend.reconstruct(keyframes, _quiet)
+    assert result.frame_id == ANCHORED_FRAME_ID and result.metric
+    assert backend.last_registration.depth_scale is not None
+    alignment = align_poses(result.camera_poses, np.stack([k.pose for k in ground_truth]))
+    assert alignment.similarity.scale == pytest.approx(1.0, abs=0.12)  # measured 1.065
+
+
+def test_sfm_refuses_featureless_keyframes_with_a_clear_reason():
+    rng = np.random.default_rng(0)
+    keyframes = [Keyframe(image=np.full((240, 320, 3), 90 + i, np.uint8)) for i in range(3)]
+    keyframes[0].image[:] = rng.integers(0, 255, size=(240, 320, 3), dtype=np.uint8)
+    with pytest.raises(ReconstructionError, match="too little overlap or texture"):
+        SfMBackend(SfMConfig(max_num_features=500)).reconstruct(keyframes, _quiet)
+    assert "at least 2" in SfMBackend().unavailable_reason(keyframes[:1])
+
+
+def test_auto_chooses_sfm_for_rgb_only_keyframes_and_says_why(kitchen, tmp_path):
+    keyframes = load_frame_folder(kitchen, with_depth=False)
+    backends = build_backends(
+        BackendsConfig(
+            fast3r=LearnedConfig(model=str(tmp_path / "no-weights-here")), showroom=LearnedConfig()
+        )
+    )
+    for name in ("fast3r", "showroom"):
+        backends[name].holder.wait(60)
+    pipeline = ReconstructionPipeline(PipelineConfig(backend="auto", build_mesh=False), backends)
+    backend, reason = pipeline.select_backend(keyframes)
+    assert backend.name == "sfm"
+    assert "fast3r: failed: FileNotFoundError" in reason
+    assert "showroom: not configured" in reason
+    assert "rgbd: keyframes [0, 1, 2, 3, 4] have no depth image" in reason
+    result = pipeline.run(keyframes[:3])
+    assert result.backend == "sfm" and result.num_points > 100 and result.frame_id == "map"
