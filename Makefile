@@ -14,6 +14,7 @@ demo: setup
 	@$(ENV) python -m showroom_ros.ros.demo --out $(DEMO_OUT)
 
 test: setup
+	@bash scripts/install_test_deps.sh
 	@$(ENV) ruff check showroom_ros test benchmarks launch
 	@$(ENV) pytest $(PYTEST_ARGS)
 

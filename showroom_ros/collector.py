@@ -25,6 +25,7 @@ PoseLookup = Callable[[int, int, str], np.ndarray | None]
 class CollectorConfig:
     num_cameras: int = 1
     use_depth: bool = False
+    separate_depth_camera: bool = False  # depth has its own CameraInfo: wait for it before using depth
     require_pose: bool = False
     evaluation_period_ns: int = 200_000_000  # consider at most 5 frames/s per camera
     sync_slop_ns: int = 50_000_000  # colour/depth stamps closer than this are a pair
@@ -132,6 +133,8 @@ class KeyframeCollector:
             depth = self._matching_depth(camera, candidate.stamp_ns)
             if depth is None:
                 missing.append(f"depth image within {self.config.sync_slop_ns / 1e6:.0f} ms of its stamp")
+            if self.config.separate_depth_camera and self._depth_intrinsics[camera] is None:
+                missing.append("depth CameraInfo")
         pose = self._pose_lookup(camera, candidate.stamp_ns, candidate.frame_id)
         if pose is None and self.config.require_pose:
             missing.append("camera pose at its stamp")

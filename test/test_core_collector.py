@@ -111,3 +111,15 @@ def test_a_view_already_in_the_buffer_is_not_added_twice():
         outcome = collector.add_image(0, stamp, _textured(stamp), "cam", now_ns=stamp)
     assert outcome.kind == "rejected" and "too close" in outcome.reason
     assert len(collector.buffer) == 2
+
+
+def test_depth_with_its_own_camera_waits_for_that_camera_info():
+    collector = _collector(use_depth=True, separate_depth_camera=True, wait_timeout_ns=500 * MS)
+    depth = np.full((480, 640), 2.0, np.float32)
+    collector.add_depth(0, 10, depth, now_ns=0)
+    waiting = collector.add_image(0, 10, _textured(), "cam", now_ns=0)
+    assert waiting.kind == "waiting" and "depth CameraInfo" in waiting.reason
+    depth_camera = CameraIntrinsics(585, 585, 320, 240, 640, 480)
+    collector.set_intrinsics(0, depth_camera, depth=True)
+    assert [o.kind for o in collector.poll(now_ns=10 * MS)] == ["accepted"]
+    assert collector.buffer.last.depth_intrinsics == depth_camera

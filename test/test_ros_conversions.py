@@ -178,3 +178,21 @@ def test_pose_conversions_round_trip():
     pose.orientation.w = 0.0
     with pytest.raises(MessageError, match="quaternion"):
         pose_to_matrix(pose)
+
+
+def test_pose_to_transform_keeps_the_pose(header):
+    from geometry_msgs.msg import Pose
+    from scipy.spatial.transform import Rotation
+
+    from showroom_ros.ros.conversions import pose_to_matrix, pose_to_transform
+
+    matrix = np.eye(4)
+    matrix[:3, :3] = Rotation.from_euler("zyx", [30, 10, -5], degrees=True).as_matrix()
+    matrix[:3, 3] = [0.5, -1.0, 2.0]
+    transform = pose_to_transform(matrix, header, "showroom_keyframe_0")
+    assert transform.header.frame_id == "cam" and transform.child_frame_id == "showroom_keyframe_0"
+    t = transform.transform.translation
+    back = pose_to_matrix(
+        Pose(position=type(Pose().position)(x=t.x, y=t.y, z=t.z), orientation=transform.transform.rotation)
+    )
+    np.testing.assert_allclose(back, matrix, atol=1e-12)

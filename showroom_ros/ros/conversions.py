@@ -273,20 +273,21 @@ def matrix_to_pose(matrix: np.ndarray) -> Pose:
     return Pose(position=Point(x=px, y=py, z=pz), orientation=Quaternion(x=x, y=y, z=z, w=w))
 
 
+def pose_to_transform(matrix: np.ndarray, header: Header, child_frame_id: str) -> TransformStamped:
+    """A 4x4 pose of ``child_frame_id`` in ``header.frame_id`` as a TransformStamped."""
+    pose = matrix_to_pose(matrix)
+    transform = TransformStamped(header=header, child_frame_id=child_frame_id)
+    t = transform.transform.translation
+    t.x, t.y, t.z = pose.position.x, pose.position.y, pose.position.z
+    transform.transform.rotation = pose.orientation
+    return transform
+
+
 def pose_to_tf_message(pose: PoseStamped, child_frame_id: str):
     """A tf2_msgs/TFMessage holding one transform (tf2_msgs is imported here: real ROS 2 only)."""
-    from geometry_msgs.msg import Transform, Vector3
     from tf2_msgs.msg import TFMessage
 
-    position = pose.pose.position
-    transform = TransformStamped(
-        header=pose.header,
-        child_frame_id=child_frame_id,
-        transform=Transform(
-            translation=Vector3(x=position.x, y=position.y, z=position.z), rotation=pose.pose.orientation
-        ),
-    )
-    return TFMessage(transforms=[transform])
+    return TFMessage(transforms=[pose_to_transform(pose_to_matrix(pose.pose), pose.header, child_frame_id)])
 
 
 def poses_to_pose_array(poses: np.ndarray, header: Header) -> PoseArray:

@@ -75,6 +75,45 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param("voxel_size", 0.01, "Fusion voxel size in metres", range=(0.001, 0.5)),
     Param("min_depth", 0.1, "Nearest valid depth (m)", range=(0.0, 100.0)),
     Param("max_depth", 6.0, "Farthest valid depth (m)", range=(0.1, 100.0)),
+    Param(
+        "model",
+        "jedyang97/Fast3R_ViT_Large_512",
+        "Fast3R weights: Hugging Face repo id or local path "
+        "(config.json + model.safetensors, .safetensors or .pth); '' = none. Loads in the background",
+    ),
+    Param("student_model", "", "ShowRoom student weights (backend showroom); '' = none"),
+    Param("model_device", "auto", "Device of the learned models", choices=("auto", "cpu", "cuda")),
+    Param(
+        "model_dtype",
+        "auto",
+        "auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16, fp16",
+        choices=("auto", "fp32", "bf16", "fp16"),
+    ),
+    Param(
+        "model_input_size",
+        512,
+        "Long side fed to the model: 512 (512x384, the release) or 256 (ShowRoom's 256x192)",
+        range=(256, 512),
+    ),
+    Param(
+        "model_conf_percentile",
+        50.0,
+        "Per view, keep points at or above this confidence percentile",
+        range=(0.0, 100.0),
+    ),
+    Param(
+        "model_min_confidence", 1.0, "And at or above this absolute confidence (Fast3R's is >= 1)", range=(0.0, 1000.0)
+    ),
+    Param(
+        "model_image_idx_seed",
+        -1,
+        "-1: deterministic image indices 0..N-1; else upstream's random draw, seeded",
+        range=(-1, 2**31 - 1),
+    ),
+    Param("accumulate_map", True, "Merge successive reconstructions into ~/map instead of replacing it"),
+    Param("map_voxel_size", 0.02, "Voxel size of the accumulated map (m)", range=(0.001, 1.0)),
+    Param("map_max_points", 2000000, "Memory bound of the accumulated map", range=(1000, 50000000)),
+    Param("publish_tf", False, "Broadcast a TF frame per keyframe camera (needs tf2_ros)"),
     Param("build_mesh", True, "Run screened Poisson reconstruction after fusion"),
     Param("poisson_depth", 9, "Octree depth of screened Poisson", range=(5, 12)),
     Param(
@@ -84,9 +123,31 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         range=(1000, 5000000),
     ),
     Param("reconstruct_timeout", 120.0, "Seconds ~/reconstruct waits for a result", range=(1.0, 3600.0)),
+    # view generation (~/generate_views)
+    Param(
+        "generation_backend",
+        "auto",
+        "Inpainting: auto (diffusers when inpaint_model is set, else opencv), opencv, diffusers",
+        choices=("auto", "opencv", "diffusers"),
+    ),
+    Param(
+        "inpaint_model",
+        "",
+        "Stable Diffusion 2 inpainting: hub id (e.g. stabilityai/stable-diffusion-2-inpainting) "
+        "or local directory; '' = none",
+    ),
+    Param("layout_model", "", "ST-RoomNet Keras .h5 weights for the layout discriminator; '' = none"),
+    Param("generation_device", "auto", "Device for inpainting and layout models", choices=("auto", "cpu", "cuda")),
+    Param("generation_steps", 30, "Default diffusion steps", range=(1, 200)),
+    Param("generation_guidance", 7.5, "Default classifier-free guidance scale", range=(0.0, 30.0)),
+    Param("generation_max_yaw_deg", 30.0, "Yaw of generated views when only a count is given", range=(1.0, 90.0)),
+    Param("generate_timeout", 900.0, "Seconds ~/generate_views waits for its result", range=(1.0, 36000.0)),
     # outputs
     Param("output_dir", "~/.ros/showroom", "Where ~/save and autosave write (nothing is written elsewhere)"),
     Param("autosave", True, "Save every reconstruction under output_dir (cloud, mesh, GLB, PNG, NPZ)"),
+    Param("viewer", False, "Serve a viser web viewer of the latest reconstruction"),
+    Param("viewer_host", "127.0.0.1", "Viewer address (0.0.0.0 to reach it from other machines)"),
+    Param("viewer_port", 8080, "Viewer port", range=(1, 65535)),
     Param("status_rate_hz", 1.0, "Status and diagnostics publish rate", range=(0.1, 50.0)),
 )
 

@@ -22,6 +22,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -31,17 +32,20 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from showroom_ros.backends import BackendsConfig, LearnedConfig, build_backends, model_holders
 from showroom_ros.collector import CollectorConfig, KeyframeCollector, Outcome
 from showroom_ros.export import save_reconstruction
+from showroom_ros.generation.service import GenerationSettings, ViewGenerationService
 from showroom_ros.keyframes import KeyframeBuffer, KeyframeSelectorConfig
+from showroom_ros.mapping import AccumulatedMap, MapAlignmentError, MapConfig
 from showroom_ros.msg import ReconstructionStatus
-from showroom_ros.pipeline import PipelineConfig, ReconstructionError, ReconstructionPipeline, default_backends
+from showroom_ros.pipeline import PipelineConfig, ReconstructionError, ReconstructionPipeline
 from showroom_ros.poses import PoseHistory
 from showroom_ros.reconstruction import Reconstruction
 from showroom_ros.rgbd import RGBDFusionConfig, depth_to_metres
 from showroom_ros.ros import conversions as conv
 from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS, declare_parameters
-from showroom_ros.srv import Reconstruct, SaveReconstruction
+from showroom_ros.srv import GenerateViews, Reconstruct, SaveReconstruction
 from showroom_ros.surface import SurfaceConfig, decimate_mesh
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -70,6 +74,7 @@ class ShowroomNode(Node):
             CollectorConfig(
                 num_cameras=len(self.image_topics),
                 use_depth=bool(self.depth_topics),
+                separate_depth_camera=bool(self.depth_info_topics),
                 require_pose=p["pose_source"] != "none",
                 evaluation_period_ns=int(1e9 / p["evaluation_rate_hz"]),
                 sync_slop_ns=int(p["sync_slop"] * 1e9),
@@ -85,6 +90,23 @@ class ShowroomNode(Node):
             self._lookup_pose,
         )
         fusion = RGBDFusionConfig(voxel_size=p["voxel_size"], min_depth=p["min_depth"], max_depth=p["max_depth"])
+        learned = {
+            "device": p["model_device"],
+            "dtype": p["model_dtype"],
+            "input_size": p["model_input_size"],
+            "conf_percentile": p["model_conf_percentile"],
+            "min_confidence": p["model_min_confidence"],
+            "image_idx_seed": p["model_image_idx_seed"],
+        }
+        self.backends = build_backends(
+            BackendsConfig(
+                fusion=fusion,
+                fast3r=LearnedConfig(model=p["model"], **learned),
+                showroom=LearnedConfig(model=p["student_model"], **learned),
+            )
+        )
+        self.models = model_holders(self.backends)
+        self._model_states = {name: "" for name in self.models}
         self.pipeline = ReconstructionPipeline(
             PipelineConfig(
                 backend=p["backend"],
@@ -92,14 +114,16 @@ class ShowroomNode(Node):
                 min_keyframes=p["min_keyframes"],
                 surface=SurfaceConfig(depth=p["poisson_depth"]),
             ),
-            default_backends(fusion),
+            self.backends,
         )
+        self.map = AccumulatedMap(MapConfig(voxel_size=p["map_voxel_size"], max_points=p["map_max_points"]))
 
         # State shared between executor threads and the worker (guarded by _lock).
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="showroom-worker")
         self._job: Future[Reconstruction] | None = None
         self._last: Reconstruction | None = None
+        self._last_keyframes: list = []
         self._state = "collecting"
         self._progress = 0.0
         self._message = "waiting for keyframes"
@@ -115,8 +139,20 @@ class ShowroomNode(Node):
         self.cloud_pub = self.create_publisher(PointCloud2, "~/cloud", LATCHED)
         self.mesh_pub = self.create_publisher(MarkerArray, "~/mesh", LATCHED)
         self.keyframes_pub = self.create_publisher(PoseArray, "~/keyframes", LATCHED)
+        self.map_pub = self.create_publisher(PointCloud2, "~/map", LATCHED)
+        self._tf_broadcaster = self._make_tf_broadcaster() if p["publish_tf"] else None
         self.status_pub = self.create_publisher(ReconstructionStatus, "~/status", LATCHED)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.generated_image_pub = self.create_publisher(Image, "~/generated/image", 10)
+        self.generated_mask_pub = self.create_publisher(Image, "~/generated/mask", 10)
+        self.generator = ViewGenerationService(
+            GenerationSettings(
+                backend=p["generation_backend"],
+                inpaint_model=p["inpaint_model"],
+                device=None if p["generation_device"] == "auto" else p["generation_device"],
+                layout_model=p["layout_model"],
+            )
+        )
         self._pose_histories = [PoseHistory(tolerance_ns=int(p["sync_slop"] * 1e9)) for _ in self.image_topics]
         self._tf_buffer = None
         self._setup_pose_source(p["pose_source"])
@@ -125,8 +161,10 @@ class ShowroomNode(Node):
         self.create_service(Reconstruct, "~/reconstruct", self._on_reconstruct, callback_group=self._service_group)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
         self.create_service(SaveReconstruction, "~/save", self._on_save, callback_group=self._service_group)
+        self.create_service(GenerateViews, "~/generate_views", self._on_generate, callback_group=self._service_group)
         self.create_timer(0.1, self._poll_pending, callback_group=self._input_group)
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=self._service_group)
+        self.viewer = self._start_viewer() if p["viewer"] else None
         self._publish_status()
         self.get_logger().info(
             f"showroom ready: {len(self.image_topics)} camera(s), depth={'yes' if self.depth_topics else 'no'}, "
@@ -172,6 +210,39 @@ class ShowroomNode(Node):
                 return
             self._tf_buffer = Buffer()
             self._tf_listener = TransformListener(self._tf_buffer, self, spin_thread=False)
+
+    def _start_viewer(self):
+        from showroom_ros.viewer import ReconstructionViewer, ViewerError
+
+        viewer = ReconstructionViewer()
+        try:
+            url = viewer.start(self.params["viewer_host"], self.params["viewer_port"])
+        except ViewerError as error:
+            self._fail_setup(f"web viewer not started: {error}")
+            return None
+        self.get_logger().info(f"web viewer at {url}")
+        return viewer
+
+    def _make_tf_broadcaster(self):
+        try:
+            from tf2_ros import StaticTransformBroadcaster
+        except ImportError:
+            self.get_logger().warning("publish_tf is true but tf2_ros is not installed: no keyframe TF frames")
+            return None
+        return StaticTransformBroadcaster(self)
+
+    def _watch_models(self) -> None:
+        """Log each learned model's state once when it changes (loading, ready, failed)."""
+        for name, holder in self.models.items():
+            state = holder.state
+            if state != self._model_states[name]:
+                self._model_states[name] = state
+                log = self.get_logger().error if state == "failed" else self.get_logger().info
+                if state != "not configured":
+                    log(f"{name} model: {holder.reason}")
+
+    def _models_summary(self) -> str:
+        return "; ".join(f"{name}: {holder.reason}" for name, holder in self.models.items())
 
     def _fail_setup(self, message: str) -> None:
         self.get_logger().error(message)
@@ -364,7 +435,16 @@ class ShowroomNode(Node):
             result = self.pipeline.run(keyframes, self._report)
             if result.frame_id == "map":
                 result.frame_id = self.map_frame
-            self._publish_result(result)
+            registration = getattr(self.backends.get(result.backend), "last_registration", None)
+            if registration is not None:
+                self.get_logger().info(f"registration: {registration.summary()}")
+            if result.frame_id != self.map_frame:
+                self.get_logger().warning(
+                    f"no camera poses: published in frame '{result.frame_id}' anchored at the first keyframe"
+                    f" ({'metric, from depth' if result.metric else 'arbitrary scale'})"
+                )
+            self._publish_result(result, keyframes)
+            self._merge_into_map(result)
             if self.params["autosave"]:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 save_reconstruction(result, self.output_dir, f"reconstruction-{stamp}")
@@ -384,16 +464,37 @@ class ShowroomNode(Node):
             f"({stages})"
         )
         with self._lock:
-            self._last, self._last_duration = result, seconds
+            self._last, self._last_duration, self._last_keyframes = result, seconds, list(keyframes)
             self._state, self._progress = "collecting", 1.0
             self._message = f"reconstruction done with backend {result.backend} in {seconds:.2f}s"
         self._publish_status()
         return result
 
-    def _publish_result(self, result: Reconstruction) -> None:
+    def _merge_into_map(self, result: Reconstruction) -> None:
+        if not self.params["accumulate_map"]:
+            return
+        try:
+            merged = self.map.merge(result)
+        except (MapAlignmentError, ValueError) as error:
+            self.get_logger().warning(f"reconstruction not added to ~/map: {error}")
+            return
+        self.get_logger().info(f"map: {self.map.last_report.summary()}")
+        header = Header(frame_id=merged.frame_id, stamp=self.get_clock().now().to_msg())
+        self.map_pub.publish(conv.points_to_cloud(merged.points, merged.colors, header))
+
+    def _publish_result(self, result: Reconstruction, keyframes: list) -> None:
+        if self.viewer is not None:
+            self.viewer.show(result, keyframe_images=[k.image for k in keyframes])
         header = Header(frame_id=result.frame_id, stamp=self.get_clock().now().to_msg())
         self.cloud_pub.publish(conv.points_to_cloud(result.points, result.colors, header))
         self.keyframes_pub.publish(conv.poses_to_pose_array(result.camera_poses, header))
+        if self._tf_broadcaster is not None:
+            self._tf_broadcaster.sendTransform(
+                [
+                    conv.pose_to_transform(pose, header, f"showroom_keyframe_{i}")
+                    for i, pose in enumerate(result.camera_poses)
+                ]
+            )
         if result.mesh is not None:
             display = decimate_mesh(result.mesh, self.params["mesh_max_triangles"])
             self.mesh_pub.publish(conv.mesh_to_markers(display, header))
@@ -434,12 +535,16 @@ class ShowroomNode(Node):
             for history in self._pose_histories:
                 history.clear()
             self._last = None
+            self.map.clear()
             self._state, self._progress, self._message = "collecting", 0.0, "reset: buffer and map cleared"
         header = Header(frame_id=self.map_frame, stamp=self.get_clock().now().to_msg())
         empty = np.zeros((0, 3))
         self.cloud_pub.publish(conv.points_to_cloud(empty, empty.astype(np.uint8), header))
+        self.map_pub.publish(conv.points_to_cloud(empty, empty.astype(np.uint8), header))
         self.keyframes_pub.publish(PoseArray(header=header))
         self.mesh_pub.publish(conv.mesh_to_markers_clear(header))
+        if self.viewer is not None:
+            self.viewer.clear()
         self._publish_status()
         response.success, response.message = True, "keyframe buffer and reconstruction cleared"
         return response
@@ -468,14 +573,91 @@ class ShowroomNode(Node):
         response.message = f"saved {len(files)} files under {self.output_dir}"
         return response
 
+    def _on_generate(self, request: GenerateViews.Request, response: GenerateViews.Response):
+        from showroom_ros.generation.generate import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, GenerationRequest
+
+        p = self.params
+        generation = GenerationRequest(
+            keyframe_index=int(request.keyframe_index),
+            yaw_angles_deg=[float(a) for a in request.yaw_degrees],
+            num_views=int(request.num_views),
+            max_yaw_deg=p["generation_max_yaw_deg"],
+            prompt=request.prompt or DEFAULT_PROMPT,
+            negative_prompt=request.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
+            steps=int(request.steps) or p["generation_steps"],
+            guidance_scale=float(request.guidance_scale) if request.guidance_scale > 0 else p["generation_guidance"],
+            seed=int(request.seed) if request.seed >= 0 else -1,
+            backend=request.backend or p["generation_backend"],
+        )
+        with self._lock:
+            busy = self._job is not None and not self._job.done()
+            if not busy:
+                self._state, self._progress, self._message = "generating", 0.0, "generating views"
+                self._job = self._worker.submit(self._generate, generation, request.add_to_reconstruction)
+            job = self._job
+        if busy:
+            response.success, response.message = False, "busy: a reconstruction or generation is running"
+            return response
+        try:
+            views, status, result = job.result(timeout=p["generate_timeout"])
+        except TimeoutError:
+            response.success, response.message = False, "generation is still running; views will be published"
+            return response
+        except Exception as error:
+            response.success, response.message = False, str(error)
+            return response
+        header = Header(frame_id=result.frame_id if result else self.map_frame, stamp=self.get_clock().now().to_msg())
+        for view in views:
+            response.images.append(conv.rgb_to_image(view.image, header))
+            response.masks.append(conv.mono_to_image(view.mask.astype(np.uint8) * 255, header))
+            response.poses.append(conv.matrix_to_pose_stamped(view.pose_c2w, header))
+            response.accepted.append(bool(view.accepted))
+            response.reasons.append(view.reason)
+        accepted = sum(v.accepted for v in views)
+        response.success = True
+        response.message = f"{len(views)} view(s), {accepted} accepted; {status}"
+        return response
+
+    def _generate(self, request, add_to_reconstruction: bool):
+        with self._lock:
+            reconstruction, keyframes = self._last, list(self._last_keyframes)
+        try:
+            images = [k.image for k in keyframes] if keyframes else None
+            views, status = self.generator.run(request, reconstruction, images, self._report)
+            header = Header(frame_id=reconstruction.frame_id, stamp=self.get_clock().now().to_msg())
+            for view in views:
+                self.generated_image_pub.publish(conv.rgb_to_image(view.image, header))
+                self.generated_mask_pub.publish(conv.mono_to_image(view.mask.astype(np.uint8) * 255, header))
+            result = reconstruction
+            if add_to_reconstruction:
+                from showroom_ros.generation.generate import generated_views_to_keyframes
+
+                extra = generated_views_to_keyframes(views, only_accepted=True, frame_id=reconstruction.frame_id)
+                if extra:
+                    self._report(0.0, f"3D generate: reconstructing with {len(extra)} generated view(s)")
+                    result = self._reconstruct(keyframes + extra)
+                    status += f"; reconstructed with {len(extra)} generated keyframe(s)"
+                else:
+                    status += "; no view was accepted, so the reconstruction is unchanged"
+        except Exception as error:
+            with self._lock:
+                self._state, self._message = "collecting", f"generation failed: {error}"
+            self._publish_status()
+            raise
+        with self._lock:
+            self._state, self._progress, self._message = "collecting", 1.0, f"generated {len(views)} view(s)"
+        self._publish_status()
+        return views, status, result
+
     # --- status -----------------------------------------------------------------------------------
     def _publish_status(self) -> None:
+        self._watch_models()
         with self._lock:
             last = self._last
             status = ReconstructionStatus(
                 state=self._state,
                 backend=last.backend if last else self.params["backend"],
-                backend_reason=self._backend_reason,
+                backend_reason=self._backend_reason or self._models_summary(),
                 num_keyframes=len(self.collector.buffer),
                 max_keyframes=self.params["max_keyframes"],
                 frames_received=self._frames_received,
@@ -514,7 +696,14 @@ class ShowroomNode(Node):
         self.diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diagnostic]))
 
     def destroy_node(self) -> None:
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        viewer = getattr(self, "viewer", None)
+        if viewer is not None:
+            viewer.stop()
+        for holder in getattr(self, "models", {}).values():
+            holder.wait(timeout=30.0)  # a loader thread still running at exit can abort the interpreter
+        worker = getattr(self, "_worker", None)  # absent when the constructor failed on bad parameters
+        if worker is not None:
+            worker.shutdown(wait=True, cancel_futures=True)
         super().destroy_node()
 
 
@@ -522,7 +711,7 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args if args is not None else sys.argv)
     try:
         node = ShowroomNode()
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, ParameterException) as error:
         print(f"showroom: configuration error: {error}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2

@@ -1,0 +1,104 @@
+"""~/generate_views through the running node: bad requests are refused with reasons, OpenCV views
+come back with masks and poses, a tiny random SD2-architecture diffusers pipeline (built and saved
+by the test) runs through the node's loader, and "3D generate" re-runs the reconstruction."""
+
+from __future__ import annotations
+
+import pytest
+from ros_harness import LATCHED_QOS, REPO_ROOT, NodeProcess, call_service, requires_ros, ros_init_for_tests, spin_until
+from test_generation_inpainting import tiny_sd2_inpainting_pipeline
+
+pytestmark = [requires_ros, pytest.mark.ros]
+
+
+def test_generate_views_service(tmp_path):
+    from rclpy.node import Node
+    from showroom_ros.msg import ReconstructionStatus
+    from showroom_ros.srv import GenerateViews
+
+    pipeline_dir = tmp_path / "tiny_sd2"
+    tiny_sd2_inpainting_pipeline().save_pretrained(pipeline_dir)
+    ros_init_for_tests()
+    client = Node("showroom_generate_test")
+    params = {
+        "image_topics": ["/camera/color/image_raw"],
+        "camera_info_topics": ["/camera/color/camera_info"],
+        "depth_topics": ["/camera/depth/image_raw"],
+        "depth_info_topics": ["/camera/depth/camera_info"],
+        "pose_source": "topic",
+        "pose_topics": ["/camera/pose"],
+        "output_dir": str(tmp_path / "out"),
+        "autosave": False,
+        "inpaint_model": str(pipeline_dir),
+        "generation_backend": "opencv",
+        "generation_device": "cpu",
+    }
+    node = NodeProcess("showroom_node", params, tmp_path, REPO_ROOT / "config" / "showroom.yaml")
+    replay = None
+    try:
+        statuses: list = []
+        client.create_subscription(ReconstructionStatus, "/showroom/status", statuses.append, LATCHED_QOS)
+
+        def generate(**fields) -> GenerateViews.Response:
+            request = GenerateViews.Request(keyframe_index=0, num_views=1, **fields)
+            return call_service(client, GenerateViews, "/showroom/generate_views", request, timeout=240)
+
+        early = generate()
+        assert not early.success and "no reconstruction yet" in early.message
+
+        replay = NodeProcess(
+            "showroom_replay",
+            {"folder": str(REPO_ROOT / "data" / "redkitchen"), "loop": True, "repeat_each": 2},
+            tmp_path,
+        )
+        ok = spin_until(client, lambda: bool(statuses) and statuses[-1].num_points > 0, 200)
+        assert ok, node.log()
+        replay.stop()
+        points_before = statuses[-1].num_points
+
+        bad = {
+            "keyframe index 7 is out of range": {"keyframe_index": 7},
+            "number of views must be": {"num_views": 100},
+            "at most 16 views": {"yaw_degrees": [5.0] * 100},
+            "steps must be": {"steps": 100000},
+            "characters; at most": {"prompt": "wall " * 2000},
+            "unknown inpainting backend": {"backend": "dalle"},
+        }
+        for expected, fields in bad.items():
+            request_fields = {"num_views": 1, **fields}
+            response = call_service(
+                client,
+                GenerateViews,
+                "/showroom/generate_views",
+                GenerateViews.Request(**{"keyframe_index": 0, **request_fields}),
+            )
+            assert not response.success and expected in response.message, (fields, response.message)
+        zero = call_service(
+            client, GenerateViews, "/showroom/generate_views", GenerateViews.Request(keyframe_index=0, num_views=0)
+        )
+        assert not zero.success and "number of views" in zero.message
+
+        views = generate(yaw_degrees=[20.0, -20.0], backend="opencv")
+        assert views.success, views.message
+        assert len(views.images) == len(views.masks) == len(views.poses) == len(views.accepted) == 2
+        assert views.images[0].width == 640 and views.images[0].encoding == "rgb8"
+        assert views.masks[0].encoding == "mono8" and max(views.masks[0].data) == 255  # a turned view has holes
+        assert views.poses[0].header.frame_id == "map"
+        assert "OpenCV" in views.message
+
+        diffusion = generate(yaw_degrees=[15.0], backend="diffusers", steps=2, seed=3)
+        assert diffusion.success, diffusion.message
+        assert "Stable Diffusion inpainting" in diffusion.message and str(pipeline_dir) in diffusion.message
+
+        completed = generate(yaw_degrees=[25.0], backend="opencv", add_to_reconstruction=True)
+        assert completed.success, completed.message
+        # No layout model is configured, so views are accepted unchecked (and the reason says so).
+        assert completed.accepted == [True] and "layout not checked" in completed.reasons[0]
+        assert "reconstructed with 1 generated keyframe" in completed.message
+        assert spin_until(client, lambda: statuses[-1].num_points != points_before, 60), node.log()
+        assert node.alive(), node.log()
+    finally:
+        if replay is not None:
+            replay.stop()
+        node.stop()
+        client.destroy_node()
