@@ -20,20 +20,24 @@ from rosbags.typesys.store import Typestore
 from scipy.spatial.transform import Rotation
 
 from showroom_ros.bags import BagMessage, write_bag
+from showroom_ros.message_layout import (
+    CLOUD_DTYPE,
+    MESH_NAMESPACE,
+    TRIANGLES_PER_MARKER,
+    cloud_records,
+    mesh_marker_chunks,
+)
 from showroom_ros.poses import orthonormalize
 from showroom_ros.reconstruction import Reconstruction, TriangleMesh
 from showroom_ros.surface import decimate_mesh
 
 DEFAULT_TOPIC_PREFIX = "/showroom"  # the node's name: its topics are /showroom/cloud, ...
-MESH_NAMESPACE = "showroom_mesh"
 DEFAULT_MAX_TRIANGLES = 150_000  # the node's mesh_max_triangles default
-TRIANGLES_PER_MARKER = 50_000
 
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 MARKERS_TYPE = "visualization_msgs/msg/MarkerArray"
 POSES_TYPE = "geometry_msgs/msg/PoseArray"
 
-_CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")])
 _FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 _TRIANGLE_LIST, _ADD, _DELETEALL = 11, 0, 3  # visualization_msgs/Marker constants
 
@@ -68,25 +72,18 @@ def _empty_bytes() -> np.ndarray:
 
 def cloud_message(points: np.ndarray, colors: np.ndarray, frame_id: str, stamp_ns: int) -> Any:
     """sensor_msgs/PointCloud2: x, y, z and packed rgb floats, unorganised and dense (as RViz/PCL read)."""
-    points = np.asarray(points, dtype=np.float32)
-    colors = np.asarray(colors, dtype=np.uint8)
-    if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
-        raise ValueError(f"points {points.shape} and colors {colors.shape} must both be (N, 3)")
-    cloud = np.empty(len(points), dtype=_CLOUD_DTYPE)
-    cloud["x"], cloud["y"], cloud["z"] = points[:, 0], points[:, 1], points[:, 2]
-    packed = (colors[:, 0].astype(np.uint32) << 16) | (colors[:, 1].astype(np.uint32) << 8) | colors[:, 2]
-    cloud["rgb"] = packed.view(np.float32)
+    cloud = cloud_records(points, colors)
     field = _t("sensor_msgs/msg/PointField")
     fields = [field(name=name, offset=4 * i, datatype=_FLOAT32, count=1) for i, name in enumerate("xyz")]
     fields.append(field(name="rgb", offset=12, datatype=_FLOAT32, count=1))
     return _t(CLOUD_TYPE)(
         header=_header(frame_id, stamp_ns),
         height=1,
-        width=len(points),
+        width=len(cloud),
         fields=fields,
         is_bigendian=False,
-        point_step=_CLOUD_DTYPE.itemsize,
-        row_step=_CLOUD_DTYPE.itemsize * len(points),
+        point_step=CLOUD_DTYPE.itemsize,
+        row_step=CLOUD_DTYPE.itemsize * len(cloud),
         data=np.frombuffer(cloud.tobytes(), dtype=np.uint8),
         is_dense=True,
     )
@@ -151,21 +148,14 @@ def mesh_markers_message(
     markers = [_marker(header, namespace, 0, 0, _DELETEALL)]
     if mesh is None:
         return _t(MARKERS_TYPE)(markers=markers)
-    corner_index = np.asarray(mesh.triangles).reshape(-1)
-    corners = np.asarray(mesh.vertices)[corner_index].astype(np.float64)
-    colours = np.asarray(mesh.vertex_colors)[corner_index].astype(np.float32) / 255.0
-    rgba = np.concatenate([colours, np.ones((len(corners), 1), np.float32)], axis=1)
     colour = _t("std_msgs/msg/ColorRGBA")
     vector = _t("geometry_msgs/msg/Vector3")
-    per_marker = max(1, int(max_triangles_per_marker)) * 3
-    for marker_id, start in enumerate(range(0, len(corners), per_marker), start=1):
+    for marker_id, (corners, rgba) in enumerate(mesh_marker_chunks(mesh, max_triangles_per_marker), start=1):
         marker = _marker(header, namespace, marker_id, _TRIANGLE_LIST, _ADD)
         marker.scale = vector(x=1.0, y=1.0, z=1.0)
         marker.color = colour(r=0.0, g=0.0, b=0.0, a=1.0)
-        marker.points = [_point(x, y, z) for x, y, z in corners[start : start + per_marker].tolist()]
-        marker.colors = [
-            colour(r=r, g=g, b=b, a=a) for r, g, b, a in rgba[start : start + per_marker].tolist()
-        ]
+        marker.points = [_point(x, y, z) for x, y, z in corners.tolist()]
+        marker.colors = [colour(r=r, g=g, b=b, a=a) for r, g, b, a in rgba.tolist()]
         markers.append(marker)
     return _t(MARKERS_TYPE)(markers=markers)
 

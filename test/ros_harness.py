@@ -18,6 +18,9 @@ from showroom_ros.ros.processes import NodeProcess, ros_environment  # noqa: F40
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Nodes started by tests never download model weights, whatever the network allows.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 try:  # the ROS layer needs rclpy and our generated interfaces (built by `make setup`)
     import rclpy
     from rclpy.node import Node

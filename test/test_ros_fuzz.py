@@ -83,20 +83,17 @@ def test_fuzzed_inputs_leave_the_node_running_and_a_valid_set_still_reconstructs
 
     from showroom_ros.camera import CameraIntrinsics
     from showroom_ros.ros.conversions import intrinsics_to_camera_info
+    from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
 
     ros_init_for_tests()
     client = Node("showroom_fuzzer")
     params = {
-        "image_topics": ["/camera/color/image_raw"],
-        "camera_info_topics": ["/camera/color/camera_info"],
-        "depth_topics": ["/camera/depth/image_raw"],
-        "depth_info_topics": ["/camera/depth/camera_info"],
-        "pose_source": "topic",
-        "pose_topics": ["/camera/pose"],
+        **SHOWROOM_PARAMETERS_FOR_REPLAY,
         "evaluation_rate_hz": 60.0,
         "wait_timeout": 0.3,
         "output_dir": str(tmp_path / "out"),
         "autosave": False,
+        "build_mesh": False,  # the mesh is tested elsewhere; Poisson is the slowest stage
     }
     node = NodeProcess("showroom_node", params, tmp_path, REPO_ROOT / "config" / "showroom.yaml")
     try:

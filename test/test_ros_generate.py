@@ -16,22 +16,20 @@ def test_generate_views_service(tmp_path):
     from showroom_ros.msg import ReconstructionStatus
     from showroom_ros.srv import GenerateViews
 
+    from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
+
     pipeline_dir = tmp_path / "tiny_sd2"
     tiny_sd2_inpainting_pipeline().save_pretrained(pipeline_dir)
     ros_init_for_tests()
     client = Node("showroom_generate_test")
     params = {
-        "image_topics": ["/camera/color/image_raw"],
-        "camera_info_topics": ["/camera/color/camera_info"],
-        "depth_topics": ["/camera/depth/image_raw"],
-        "depth_info_topics": ["/camera/depth/camera_info"],
-        "pose_source": "topic",
-        "pose_topics": ["/camera/pose"],
+        **SHOWROOM_PARAMETERS_FOR_REPLAY,
         "output_dir": str(tmp_path / "out"),
         "autosave": False,
         "inpaint_model": str(pipeline_dir),
         "generation_backend": "opencv",
         "generation_device": "cpu",
+        "build_mesh": False,  # the mesh is tested elsewhere; Poisson is the slowest stage
     }
     node = NodeProcess("showroom_node", params, tmp_path, REPO_ROOT / "config" / "showroom.yaml")
     replay = None
@@ -41,7 +39,10 @@ def test_generate_views_service(tmp_path):
 
         def generate(**fields) -> GenerateViews.Response:
             request = GenerateViews.Request(keyframe_index=0, num_views=1, **fields)
-            return call_service(client, GenerateViews, "/showroom/generate_views", request, timeout=240)
+            try:
+                return call_service(client, GenerateViews, "/showroom/generate_views", request, timeout=240)
+            except AssertionError as error:
+                raise AssertionError(f"{error}\n{node.log()}") from None
 
         early = generate()
         assert not early.success and "no reconstruction yet" in early.message

@@ -17,6 +17,7 @@ import pytest
 from ros_harness import (
     LATCHED_QOS,
     REPO_ROOT,
+    ROS_AVAILABLE,
     NodeProcess,
     call_service,
     requires_ros,
@@ -26,14 +27,12 @@ from ros_harness import (
 
 pytestmark = [requires_ros, pytest.mark.ros]
 
-CAMERA_PARAMS = {
-    "image_topics": ["/camera/color/image_raw"],
-    "camera_info_topics": ["/camera/color/camera_info"],
-    "depth_topics": ["/camera/depth/image_raw"],
-    "depth_info_topics": ["/camera/depth/camera_info"],
-    "pose_source": "topic",
-    "pose_topics": ["/camera/pose"],
-}
+if ROS_AVAILABLE:
+    from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
+else:  # collected (and skipped) without ROS
+    SHOWROOM_PARAMETERS_FOR_REPLAY = {}
+
+CAMERA_PARAMS = SHOWROOM_PARAMETERS_FOR_REPLAY
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +104,9 @@ def test_node_reconstructs_replayed_keyframes_and_serves(client, processes, tmp_
     from showroom_ros.pipeline import PipelineConfig, ReconstructionPipeline, default_backends
     from showroom_ros.ros.conversions import cloud_to_points
 
-    node = _showroom(processes, tmp_path)
+    # The default model (the Fast3R release on the hub) cannot load offline: the node must say so and
+    # fall back to RGB-D fusion.
+    node = _showroom(processes, tmp_path, model="jedyang97/Fast3R_ViT_Large_512")
     status = Latest(client, ReconstructionStatus, "/showroom/status")
     assert spin_until(client, lambda: status.msg is not None, 30), node.log()
 
@@ -122,6 +123,8 @@ def test_node_reconstructs_replayed_keyframes_and_serves(client, processes, tmp_
     mesh = Latest(client, MarkerArray, "/showroom/mesh")
     assert spin_until(client, lambda: cloud.msg and poses.msg and mesh.msg, 20), node.log()
     assert cloud.msg.header.frame_id == "map" and status.msg.frame_id == "map" and status.msg.metric
+    assert status.msg.backend == "rgbd" and "fast3r" in status.msg.backend_reason, status.msg.backend_reason
+    assert "fast3r model:" in node.log()
     points, colors = cloud_to_points(cloud.msg)
     assert len(points) == status.msg.num_points
 

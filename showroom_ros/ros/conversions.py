@@ -20,6 +20,13 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from showroom_ros.camera import CameraIntrinsics
+from showroom_ros.message_layout import (
+    CLOUD_DTYPE,
+    MESH_NAMESPACE,
+    TRIANGLES_PER_MARKER,
+    cloud_records,
+    mesh_marker_chunks,
+)
 from showroom_ros.reconstruction import TriangleMesh
 
 
@@ -298,7 +305,6 @@ def matrix_to_pose_stamped(matrix: np.ndarray, header: Header) -> PoseStamped:
     return PoseStamped(header=header, pose=matrix_to_pose(matrix))
 
 
-_CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")])
 _CLOUD_FIELDS = [
     PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
     PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
@@ -309,22 +315,15 @@ _CLOUD_FIELDS = [
 
 def points_to_cloud(points: np.ndarray, colors: np.ndarray, header: Header) -> PointCloud2:
     """XYZ + packed RGB (the layout RViz and PCL read), unorganised, dense."""
-    points = np.asarray(points, dtype=np.float32)
-    colors = np.asarray(colors, dtype=np.uint8)
-    if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
-        raise ValueError(f"points {points.shape} and colors {colors.shape} must both be (N, 3)")
-    cloud = np.empty(len(points), dtype=_CLOUD_DTYPE)
-    cloud["x"], cloud["y"], cloud["z"] = points[:, 0], points[:, 1], points[:, 2]
-    rgb = (colors[:, 0].astype(np.uint32) << 16) | (colors[:, 1].astype(np.uint32) << 8) | colors[:, 2]
-    cloud["rgb"] = rgb.view(np.float32)
+    cloud = cloud_records(points, colors)
     return PointCloud2(
         header=header,
         height=1,
-        width=len(points),
+        width=len(cloud),
         fields=_CLOUD_FIELDS,
         is_bigendian=False,
-        point_step=_CLOUD_DTYPE.itemsize,
-        row_step=_CLOUD_DTYPE.itemsize * len(points),
+        point_step=CLOUD_DTYPE.itemsize,
+        row_step=CLOUD_DTYPE.itemsize * len(cloud),
         data=_as_byte_array(cloud),
         is_dense=True,
     )
@@ -352,33 +351,27 @@ def cloud_to_points(msg: PointCloud2) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mesh_to_markers(
-    mesh: TriangleMesh, header: Header, namespace: str = "showroom_mesh", max_triangles_per_marker: int = 50_000
+    mesh: TriangleMesh,
+    header: Header,
+    namespace: str = MESH_NAMESPACE,
+    max_triangles_per_marker: int = TRIANGLES_PER_MARKER,
 ) -> MarkerArray:
     """TRIANGLE_LIST markers with per-vertex colours, split so no single marker is huge.
 
     The first marker is a DELETEALL so a smaller new mesh never leaves stale pieces in RViz.
     """
     markers = list(mesh_to_markers_clear(header, namespace).markers)
-    corners = mesh.vertices[mesh.triangles.reshape(-1)].astype(np.float64)
-    rgba = np.concatenate(
-        [
-            mesh.vertex_colors[mesh.triangles.reshape(-1)].astype(np.float32) / 255.0,
-            np.ones((len(corners), 1), np.float32),
-        ],
-        axis=1,
-    )
-    per_marker = max(1, int(max_triangles_per_marker)) * 3
-    for index, start in enumerate(range(0, len(corners), per_marker), start=1):
+    for index, (corners, rgba) in enumerate(mesh_marker_chunks(mesh, max_triangles_per_marker), start=1):
         marker = Marker(header=header, ns=namespace, id=index, type=Marker.TRIANGLE_LIST, action=Marker.ADD)
         marker.pose.orientation.w = 1.0
         marker.scale.x = marker.scale.y = marker.scale.z = 1.0
         marker.color.a = 1.0
-        marker.points = [Point(x=x, y=y, z=z) for x, y, z in corners[start : start + per_marker].tolist()]
-        marker.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in rgba[start : start + per_marker].tolist()]
+        marker.points = [Point(x=x, y=y, z=z) for x, y, z in corners.tolist()]
+        marker.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in rgba.tolist()]
         markers.append(marker)
     return MarkerArray(markers=markers)
 
 
-def mesh_to_markers_clear(header: Header, namespace: str = "showroom_mesh") -> MarkerArray:
+def mesh_to_markers_clear(header: Header, namespace: str = MESH_NAMESPACE) -> MarkerArray:
     """A MarkerArray that removes every mesh marker (published on reset)."""
     return MarkerArray(markers=[Marker(header=header, ns=namespace, id=0, action=Marker.DELETEALL)])

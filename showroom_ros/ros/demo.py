@@ -21,17 +21,10 @@ from rclpy.node import Node
 
 from showroom_ros.msg import ReconstructionStatus
 from showroom_ros.ros.processes import NodeProcess, find_share_file, ros_environment
+from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
 from showroom_ros.srv import SaveReconstruction
 
-DEMO_PARAMETERS = {
-    "image_topics": ["/camera/color/image_raw"],
-    "camera_info_topics": ["/camera/color/camera_info"],
-    "depth_topics": ["/camera/depth/image_raw"],
-    "depth_info_topics": ["/camera/depth/camera_info"],
-    "pose_source": "topic",
-    "pose_topics": ["/camera/pose"],
-    "autosave": False,
-}
+DEMO_PARAMETERS = {**SHOWROOM_PARAMETERS_FOR_REPLAY, "autosave": False}
 
 
 def run_demo(out: Path, folder: Path, timeout: float = 300.0) -> int:

@@ -12,15 +12,25 @@ import time
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from showroom_ros.datasets import load_frame_folder
 from showroom_ros.ros import conversions as conv
+from showroom_ros.ros.entry import run_node
+
+# The showroom node's camera parameters that match this node's default topics (demo, tests, README).
+SHOWROOM_PARAMETERS_FOR_REPLAY = {
+    "image_topics": ["/camera/color/image_raw"],
+    "camera_info_topics": ["/camera/color/camera_info"],
+    "depth_topics": ["/camera/depth/image_raw"],
+    "depth_info_topics": ["/camera/depth/camera_info"],
+    "pose_source": "topic",
+    "pose_topics": ["/camera/pose"],
+    "model": "",  # the replayed data has depth; no 2.6 GB Fast3R download for a demo
+}
 
 
 class ReplayNode(Node):
@@ -103,26 +113,7 @@ class ReplayNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    try:
-        node = ReplayNode()
-    except (ValueError, OSError) as error:
-        print(f"showroom_replay: {error}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        while rclpy.ok() and not node.finished:
-            rclpy.spin_once(node, timeout_sec=0.1)
-        # Stay up briefly so late subscribers still get the last messages.
-        deadline = time.monotonic() + 1.0
-        while rclpy.ok() and time.monotonic() < deadline:
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(ReplayNode, "showroom_replay", args, finished=lambda node: node.finished)
 
 
 if __name__ == "__main__":

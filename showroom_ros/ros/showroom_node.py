@@ -18,12 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
@@ -44,6 +41,7 @@ from showroom_ros.poses import PoseHistory
 from showroom_ros.reconstruction import Reconstruction
 from showroom_ros.rgbd import RGBDFusionConfig, depth_to_metres
 from showroom_ros.ros import conversions as conv
+from showroom_ros.ros.entry import run_node
 from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS, declare_parameters
 from showroom_ros.srv import GenerateViews, Reconstruct, SaveReconstruction
 from showroom_ros.surface import SurfaceConfig, decimate_mesh
@@ -237,9 +235,11 @@ class ShowroomNode(Node):
             state = holder.state
             if state != self._model_states[name]:
                 self._model_states[name] = state
-                log = self.get_logger().error if state == "failed" else self.get_logger().info
-                if state != "not configured":
-                    log(f"{name} model: {holder.reason}")
+                # One call site per severity: rclpy refuses to change a call site's severity.
+                if state == "failed":
+                    self.get_logger().error(f"{name} model: {holder.reason}")
+                elif state != "not configured":
+                    self.get_logger().info(f"{name} model: {holder.reason}")
 
     def _models_summary(self) -> str:
         return "; ".join(f"{name}: {holder.reason}" for name, holder in self.models.items())
@@ -708,23 +708,8 @@ class ShowroomNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args if args is not None else sys.argv)
-    try:
-        node = ShowroomNode()
-    except (ValueError, OSError, ParameterException) as error:
-        print(f"showroom: configuration error: {error}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Four threads: camera callbacks, services waiting on the worker, status timers.
+    return run_node(ShowroomNode, "showroom", args, threads=4)
 
 
 if __name__ == "__main__":
