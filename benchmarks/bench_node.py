@@ -23,10 +23,10 @@ import rclpy
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
-from showroom_ros.msg import ReconstructionStatus
 from std_msgs.msg import Header
 
 from showroom_ros.camera import CameraIntrinsics
+from showroom_ros.msg import ReconstructionStatus
 from showroom_ros.ros import conversions as conv
 from showroom_ros.ros.processes import NodeProcess, find_share_file, ros_environment
 

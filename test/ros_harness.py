@@ -25,6 +25,7 @@ try:  # the ROS layer needs rclpy and our generated interfaces (built by `make s
     import rclpy
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
     from showroom_ros.msg import ReconstructionStatus  # noqa: F401
 
     ROS_AVAILABLE, ROS_MISSING = True, ""

@@ -28,6 +28,7 @@ RGB_ONLY = {
 def _run(tmp_path, params):
     from rclpy.node import Node
     from sensor_msgs.msg import PointCloud2
+
     from showroom_ros.msg import ReconstructionStatus
 
     ros_init_for_tests()
@@ -62,19 +63,24 @@ def _run(tmp_path, params):
         client.destroy_node()
 
 
-def test_learned_backend_reconstructs_rgb_keyframes_in_the_map_frame(tmp_path, shared_root):
-    from showroom_ros.models import Fast3R, Fast3RConfig
+@pytest.mark.parametrize("backend", ["fast3r", "showroom"])
+def test_learned_backend_reconstructs_rgb_keyframes_in_the_map_frame(tmp_path, shared_root, backend):
+    from showroom_ros.models import Fast3R, Fast3RConfig, student_config
 
-    weights = tmp_path / "tiny_fast3r"
-    Fast3R(Fast3RConfig.from_json_file(shared_root / "fixtures/fast3r/tiny_golden_config.json")).save_pretrained(
-        weights
-    )
-    statuses, log = _run(tmp_path, {"model": str(weights)})
+    config = Fast3RConfig.from_json_file(shared_root / "fixtures/fast3r/tiny_golden_config.json")
+    weights = tmp_path / f"tiny_{backend}"
+    if backend == "fast3r":
+        Fast3R(config).save_pretrained(weights)
+        params = {"model": str(weights)}
+    else:  # the student (half-width DPT heads), chosen explicitly
+        Fast3R(student_config(config)).save_pretrained(weights)
+        params = {"model": "", "student_model": str(weights), "backend": "showroom"}
+    statuses, log = _run(tmp_path, params)
     final = statuses[-1]
-    assert final.backend == "fast3r", log
+    assert final.backend == backend, log
     # Known poses on the pose topic: a similarity fit to them puts the result in map at metric scale.
     assert final.frame_id == "map" and final.metric, log
-    assert "registration:" in log and "fast3r model:" in log
+    assert "registration:" in log and f"{backend} model:" in log
 
 
 def test_broken_weights_leave_the_node_running_and_auto_falls_back_to_sfm(tmp_path):

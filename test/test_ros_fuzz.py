@@ -77,13 +77,13 @@ def test_fuzzed_inputs_leave_the_node_running_and_a_valid_set_still_reconstructs
     from geometry_msgs.msg import PoseStamped
     from rclpy.node import Node
     from sensor_msgs.msg import CameraInfo, Image
-    from showroom_ros.msg import ReconstructionStatus
-    from showroom_ros.srv import Reconstruct
     from std_srvs.srv import Trigger
 
     from showroom_ros.camera import CameraIntrinsics
+    from showroom_ros.msg import ReconstructionStatus
     from showroom_ros.ros.conversions import intrinsics_to_camera_info
     from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
+    from showroom_ros.srv import Reconstruct
 
     ros_init_for_tests()
     client = Node("showroom_fuzzer")

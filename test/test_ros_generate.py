@@ -13,10 +13,10 @@ pytestmark = [requires_ros, pytest.mark.ros]
 
 def test_generate_views_service(tmp_path):
     from rclpy.node import Node
-    from showroom_ros.msg import ReconstructionStatus
-    from showroom_ros.srv import GenerateViews
 
+    from showroom_ros.msg import ReconstructionStatus
     from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
+    from showroom_ros.srv import GenerateViews
 
     pipeline_dir = tmp_path / "tiny_sd2"
     tiny_sd2_inpainting_pipeline().save_pretrained(pipeline_dir)

@@ -95,14 +95,14 @@ def _wait_for_points(client, node, status, timeout=150.0):
 def test_node_reconstructs_replayed_keyframes_and_serves(client, processes, tmp_path):
     from geometry_msgs.msg import PoseArray
     from sensor_msgs.msg import PointCloud2
-    from showroom_ros.msg import ReconstructionStatus
-    from showroom_ros.srv import Reconstruct, SaveReconstruction
     from std_srvs.srv import Trigger
     from visualization_msgs.msg import Marker, MarkerArray
 
     from showroom_ros.datasets import load_frame_folder
+    from showroom_ros.msg import ReconstructionStatus
     from showroom_ros.pipeline import PipelineConfig, ReconstructionPipeline, default_backends
     from showroom_ros.ros.conversions import cloud_to_points
+    from showroom_ros.srv import Reconstruct, SaveReconstruction
 
     # The default model (the Fast3R release on the hub) cannot load offline: the node must say so and
     # fall back to RGB-D fusion.
@@ -207,10 +207,10 @@ def test_bad_configuration_exits_with_a_clear_message(processes, tmp_path, overr
 def test_published_messages_round_trip_through_a_bag(client, tmp_path):
     """What the node publishes, written to MCAP and sqlite3 bags with rosbags and read back byte-exact."""
     from rclpy.serialization import deserialize_message, serialize_message
-    from showroom_ros.msg import ReconstructionStatus
     from std_msgs.msg import Header
 
     from showroom_ros.bags import BagMessage, read_bag, write_bag
+    from showroom_ros.msg import ReconstructionStatus
     from showroom_ros.reconstruction import TriangleMesh
     from showroom_ros.ros import conversions as conv
 

@@ -18,6 +18,7 @@ pytestmark = [
 
 def test_node_takes_camera_poses_from_tf(tmp_path):
     from rclpy.node import Node
+
     from showroom_ros.msg import ReconstructionStatus
 
     ros_init_for_tests()
