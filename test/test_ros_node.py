@@ -86,8 +86,13 @@ def _replay(processes, **overrides):
     )
 
 
-def _wait_for_points(client, node, status, timeout=150.0):
-    ok = spin_until(client, lambda: (status.msg is not None and status.msg.num_points > 0) or not node.alive(), timeout)
+def _wait_for_points(client, node, status, replay=None, timeout=150.0):
+    def reconstructed() -> bool:
+        if replay is not None and status.msg is not None and status.msg.state == "reconstructing":
+            replay.stop()  # the node has its keyframes: no second set while the test inspects the first
+        return (status.msg is not None and status.msg.num_points > 0) or not node.alive()
+
+    ok = spin_until(client, reconstructed, timeout)
     assert node.alive(), node.log()
     assert ok and status.msg.num_points > 0, f"no reconstruction: {status.msg}\n{node.log()}"
 
@@ -114,8 +119,7 @@ def test_node_reconstructs_replayed_keyframes_and_serves(client, processes, tmp_
     empty = call_service(client, Reconstruct, "/showroom/reconstruct", Reconstruct.Request())
     assert not empty.success and "at least 3 keyframes" in empty.message
 
-    _replay(processes)
-    _wait_for_points(client, node, status)
+    _wait_for_points(client, node, status, _replay(processes))
 
     # Late subscribers still get everything (reliable + transient local).
     cloud = Latest(client, PointCloud2, "/showroom/cloud")
@@ -174,8 +178,7 @@ def test_node_reconstructs_from_compressed_transport(client, processes, tmp_path
     node = _showroom(processes, tmp_path, image_transport="compressed", autosave=False, viewer=True, viewer_port=port)
     status = Latest(client, ReconstructionStatus, "/showroom/status")
     assert spin_until(client, lambda: status.msg is not None, 30), node.log()
-    _replay(processes, image_transport="compressed")
-    _wait_for_points(client, node, status)
+    _wait_for_points(client, node, status, _replay(processes, image_transport="compressed"))
     assert status.msg.num_triangles > 0 and status.msg.backend == "rgbd"
     # viewer: true serves the viser page (its browser rendering is tested in test_viewer.py).
     assert f"web viewer at http://127.0.0.1:{port}" in node.log()

@@ -468,6 +468,9 @@ class ShowroomNode(Node):
             self._state, self._progress = "collecting", 1.0
             self._message = f"reconstruction done with backend {result.backend} in {seconds:.2f}s"
         self._publish_status()
+        if self.params["auto_reconstruct"] and self.collector.buffer.is_full:
+            # The buffer filled up while this one ran: its trigger was refused then, so run it now.
+            self._worker.submit(self._start_job, "buffer filled during the last reconstruction")
         return result
 
     def _merge_into_map(self, result: Reconstruction) -> None:
