@@ -11,7 +11,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	@$(ENV) python -m showroom_ros.ros.demo --out $(DEMO_OUT)
+	@$(ENV) python -P -m showroom_ros.ros.demo --out $(DEMO_OUT)
 
 test: setup
 	@bash scripts/install_test_deps.sh
@@ -22,7 +22,7 @@ lint: setup
 	@$(ENV) ruff check showroom_ros test benchmarks launch
 
 bench: setup
-	@$(ENV) python benchmarks/bench_node.py
+	@$(ENV) python -P benchmarks/bench_node.py
 
 clean:
 	rm -rf build install log output

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from showroom_ros.message_layout import DISPLAY_MAX_TRIANGLES
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -587,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--max-triangles",
         type=int,
-        default=150_000,
+        default=DISPLAY_MAX_TRIANGLES,
         help="decimate the mesh markers to this many triangles, as the node does (0: keep all)",
     )
     export.add_argument("--stamp", type=float, help="message time in seconds since the epoch (default: now)")

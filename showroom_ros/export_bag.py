@@ -22,6 +22,7 @@ from scipy.spatial.transform import Rotation
 from showroom_ros.bags import BagMessage, write_bag
 from showroom_ros.message_layout import (
     CLOUD_DTYPE,
+    DISPLAY_MAX_TRIANGLES,
     MESH_NAMESPACE,
     TRIANGLES_PER_MARKER,
     cloud_records,
@@ -32,7 +33,7 @@ from showroom_ros.reconstruction import Reconstruction, TriangleMesh
 from showroom_ros.surface import decimate_mesh
 
 DEFAULT_TOPIC_PREFIX = "/showroom"  # the node's name: its topics are /showroom/cloud, ...
-DEFAULT_MAX_TRIANGLES = 150_000  # the node's mesh_max_triangles default
+DEFAULT_MAX_TRIANGLES = DISPLAY_MAX_TRIANGLES  # the node's mesh_max_triangles default
 
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 MARKERS_TYPE = "visualization_msgs/msg/MarkerArray"

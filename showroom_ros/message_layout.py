@@ -17,15 +17,21 @@ CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")
 
 MESH_NAMESPACE = "showroom_mesh"
 TRIANGLES_PER_MARKER = 50_000
+DISPLAY_MAX_TRIANGLES = 100_000
+"""Mesh triangles sent to RViz (node, bag export): building marker messages costs ~13 us a triangle."""
 
 
-def cloud_records(points: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """(N,) records of :data:`CLOUD_DTYPE` from (N, 3) points and (N, 3) uint8 colours."""
+def cloud_records(points: np.ndarray, colors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(N,) records of :data:`CLOUD_DTYPE` from (N, 3) points and (N, 3) uint8 colours.
+
+    ``out`` (N records viewing a message's own buffer) is filled in place: for a 300k-point cloud that
+    is 1 ms instead of 9, because a fresh 4.8 MB temporary costs thousands of page faults.
+    """
     points = np.asarray(points, dtype=np.float32)
     colors = np.asarray(colors, dtype=np.uint8)
     if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
         raise ValueError(f"points {points.shape} and colors {colors.shape} must both be (N, 3)")
-    records = np.empty(len(points), dtype=CLOUD_DTYPE)
+    records = np.empty(len(points), dtype=CLOUD_DTYPE) if out is None else out
     records["x"], records["y"], records["z"] = points[:, 0], points[:, 1], points[:, 2]
     packed = (colors[:, 0].astype(np.uint32) << 16) | (colors[:, 1].astype(np.uint32) << 8) | colors[:, 2]
     records["rgb"] = packed.view(np.float32)

@@ -206,20 +206,26 @@ def attach_mesh(reconstruction: Reconstruction, config: SurfaceConfig | None = N
 
 
 def decimate_mesh(mesh: TriangleMesh, max_triangles: int) -> TriangleMesh:
-    """At most ``max_triangles`` triangles (quadric decimation, colours kept), e.g. for an RViz marker.
+    """At most ``max_triangles`` triangles, colours averaged, e.g. for an RViz marker.
 
-    Returns ``mesh`` itself when it is already small enough or ``max_triangles`` <= 0 (no limit).
+    Vertex clustering rather than quadric decimation: far faster (quadric took 2.8 s for the 377k
+    triangles of the sample kitchen), which matters on the trigger-to-mesh path; the saved mesh is
+    never decimated. The cluster size starts from the mean edge length scaled to the wanted
+    reduction and grows until the mesh fits. Returns ``mesh`` itself when it is already small enough
+    or ``max_triangles`` <= 0 (no limit).
     """
     if max_triangles <= 0 or mesh.num_triangles <= max_triangles:
         return mesh
-    legacy = o3d.geometry.TriangleMesh(
-        o3d.utility.Vector3dVector(np.asarray(mesh.vertices, dtype=np.float64)),
-        o3d.utility.Vector3iVector(np.asarray(mesh.triangles, dtype=np.int32)),
-    )
-    legacy.vertex_colors = o3d.utility.Vector3dVector(
-        np.asarray(mesh.vertex_colors, dtype=np.float64) / 255.0
-    )
-    simplified = legacy.simplify_quadric_decimation(int(max_triangles))
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    triangles = np.asarray(mesh.triangles, dtype=np.int32)
+    legacy = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(triangles))
+    legacy.vertex_colors = o3d.utility.Vector3dVector(np.asarray(mesh.vertex_colors, dtype=np.float64) / 255.0)
+    edge = float(np.linalg.norm(vertices[triangles[:, 0]] - vertices[triangles[:, 1]], axis=1).mean())
+    voxel = max(edge, 1e-9) * np.sqrt(mesh.num_triangles / max_triangles)
+    simplified = legacy.simplify_vertex_clustering(voxel, o3d.geometry.SimplificationContraction.Average)
+    while len(simplified.triangles) > max_triangles:
+        voxel *= 1.25
+        simplified = legacy.simplify_vertex_clustering(voxel, o3d.geometry.SimplificationContraction.Average)
     simplified.remove_unreferenced_vertices()
     colors = np.clip(np.rint(np.asarray(simplified.vertex_colors) * 255.0), 0, 255).astype(np.uint8)
     if len(colors) != len(simplified.vertices):

@@ -244,7 +244,7 @@ def mono_to_image(mono: np.ndarray, header: Header) -> Image:
 def _as_byte_array(values: np.ndarray) -> array.array:
     # rclpy takes array.array('B') without a per-element check: ~5x faster than bytes.
     out = array.array("B")
-    out.frombytes(np.ascontiguousarray(values).tobytes())
+    out.frombytes(np.ascontiguousarray(values).view(np.uint8).reshape(-1))  # one copy, straight from the buffer
     return out
 
 
@@ -315,7 +315,8 @@ _CLOUD_FIELDS = [
 
 def points_to_cloud(points: np.ndarray, colors: np.ndarray, header: Header) -> PointCloud2:
     """XYZ + packed RGB (the layout RViz and PCL read), unorganised, dense."""
-    cloud = cloud_records(points, colors)
+    data = array.array("B", b"\0") * (len(points) * CLOUD_DTYPE.itemsize)
+    cloud = cloud_records(points, colors, out=np.frombuffer(data, dtype=CLOUD_DTYPE))  # filled in place
     return PointCloud2(
         header=header,
         height=1,
@@ -324,7 +325,7 @@ def points_to_cloud(points: np.ndarray, colors: np.ndarray, header: Header) -> P
         is_bigendian=False,
         point_step=CLOUD_DTYPE.itemsize,
         row_step=CLOUD_DTYPE.itemsize * len(cloud),
-        data=_as_byte_array(cloud),
+        data=data,
         is_dense=True,
     )
 

@@ -8,6 +8,8 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
+from showroom_ros.message_layout import DISPLAY_MAX_TRIANGLES
+
 
 @dataclass(frozen=True)
 class Param:
@@ -118,7 +120,7 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param("poisson_depth", 9, "Octree depth of screened Poisson", range=(5, 12)),
     Param(
         "mesh_max_triangles",
-        150000,
+        DISPLAY_MAX_TRIANGLES,
         "Triangles published to RViz (the saved mesh is not decimated)",
         range=(1000, 5000000),
     ),
