@@ -146,12 +146,10 @@ class KeyframeCollector:
         self._pending[camera] = None
         if self.buffer.is_full:
             return Outcome("rejected", camera, candidate.stamp_ns, "keyframe buffer is full")
-        # Compare with every buffered keyframe, not only the last: a camera that comes back
-        # (or a looping replay) must not add the same view twice.
-        for reference in self.buffer.keyframes or [None]:
-            decision = self.selector.evaluate(candidate.image, pose=pose, reference=reference)
-            if not decision.accepted:
-                return Outcome("rejected", camera, candidate.stamp_ns, decision.reason)
+        # Against every buffered keyframe: a camera that comes back must not add the same view twice.
+        decision = self.selector.evaluate(candidate.image, pose=pose, reference=self.buffer.keyframes)
+        if not decision.accepted:
+            return Outcome("rejected", camera, candidate.stamp_ns, decision.reason)
         keyframe = Keyframe(
             image=candidate.image,
             stamp_ns=candidate.stamp_ns,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -33,15 +33,11 @@ class Keyframe:
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
-            raise ValueError(
-                f"keyframe image must be (H, W, 3) uint8 RGB, got {self.image.shape} {self.image.dtype}"
-            )
+            raise ValueError(f"keyframe image must be (H, W, 3) uint8 RGB, got {self.image.shape} {self.image.dtype}")
         if self.image.shape[0] == 0 or self.image.shape[1] == 0:
             raise ValueError("keyframe image is empty")
         if self.depth is not None and (self.depth.ndim != 2 or self.depth.dtype != np.float32):
-            raise ValueError(
-                f"depth must be (H, W) float32 metres, got {self.depth.shape} {self.depth.dtype}"
-            )
+            raise ValueError(f"depth must be (H, W) float32 metres, got {self.depth.shape} {self.depth.dtype}")
         if self.pose is not None:
             self.pose = np.asarray(self.pose, dtype=np.float64)
             if self.pose.shape != (4, 4) or not np.all(np.isfinite(self.pose)):
@@ -176,28 +172,33 @@ def image_motion(a: np.ndarray, b: np.ndarray) -> float:
 class KeyframeSelector:
     """Decides cheaply (about 0.5 ms for a 640x480 frame) whether a frame should become a keyframe.
 
-    The tests run cheapest first: sharpness, then novelty against the reference (usually the last
-    keyframe) by pose when both poses are known, else by image motion. The reference's thumbnail is
-    cached, so a 30 Hz stream pays for one thumbnail per frame.
+    The tests run cheapest first: sharpness, then novelty against every reference keyframe (the
+    buffer: a camera that comes back must not add the same view twice) by pose when both poses are
+    known, else by image motion. The frame's thumbnail is made once; each reference's signature is
+    cached, so a stream pays for one thumbnail per frame whatever the buffer holds.
     """
 
     def __init__(self, config: KeyframeSelectorConfig | None = None) -> None:
         self.config = config or KeyframeSelectorConfig()
-        self._cached_reference: Keyframe | None = None
-        self._cached_signature: np.ndarray | None = None
+        self._signatures: dict[int, tuple[Keyframe, np.ndarray]] = {}
 
     def _reference_signature(self, reference: Keyframe) -> np.ndarray:
-        if reference is not self._cached_reference or self._cached_signature is None:
-            self._cached_signature = _motion_signature(
-                _gray_thumbnail(reference.image, SHARPNESS_THUMBNAIL_WIDTH)
-            )
-            self._cached_reference = reference
-        return self._cached_signature
+        cached = self._signatures.get(id(reference))
+        if cached is None or cached[0] is not reference:
+            cached = (reference, _motion_signature(_gray_thumbnail(reference.image, SHARPNESS_THUMBNAIL_WIDTH)))
+            self._signatures[id(reference)] = cached
+        return cached[1]
 
     def evaluate(
-        self, image_rgb: np.ndarray, pose: np.ndarray | None = None, reference: Keyframe | None = None
+        self,
+        image_rgb: np.ndarray,
+        pose: np.ndarray | None = None,
+        reference: Keyframe | Sequence[Keyframe] | None = None,
     ) -> SelectionDecision:
-        """Accept or reject one frame; ``reference`` None means there is nothing to compare with yet."""
+        """Accept or reject one frame against one reference keyframe or several (None: the first one).
+
+        With several, the frame must be new with respect to each; the decision reports the closest.
+        """
         config = self.config
         gray = _gray_thumbnail(image_rgb, SHARPNESS_THUMBNAIL_WIDTH)
         score = _sharpness_of_thumbnail(gray)
@@ -205,25 +206,40 @@ class KeyframeSelector:
             return SelectionDecision(
                 False, f"too blurred (sharpness {score:.1f} < {config.blur_threshold:g})", score, None
             )
-        if reference is None:
+        references = [reference] if isinstance(reference, Keyframe) else list(reference or [])
+        if not references:
             return SelectionDecision(True, "sharp enough; first keyframe", score, None)
-
-        motion = _motion_between(_motion_signature(gray), self._reference_signature(reference))
-        if pose is not None and reference.pose is not None:
+        if pose is not None:
             pose = np.asarray(pose, dtype=np.float64)
             if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
                 raise ValueError("pose must be a finite 4x4 camera-to-map matrix")
+        # Forget signatures of keyframes no longer referenced (the buffer was cleared or moved on).
+        live = {id(r) for r in references}
+        self._signatures = {key: value for key, value in self._signatures.items() if key in live}
+        signature = _motion_signature(gray)
+        decisions = [self._against(score, signature, pose, r) for r in references]
+        rejected = [d for d in decisions if not d.accepted]
+        if rejected:
+            return rejected[0]
+        return min(decisions, key=lambda d: d.translation_m if d.translation_m is not None else d.motion)
+
+    def _against(
+        self, score: float, signature: np.ndarray, pose: np.ndarray | None, reference: Keyframe
+    ) -> SelectionDecision:
+        config = self.config
+        motion = _motion_between(signature, self._reference_signature(reference))
+        if pose is not None and reference.pose is not None:
             translation, rotation = pose_distance(reference.pose, pose)
             moved = translation >= config.min_translation or rotation >= config.min_rotation_deg
             summary = (
-                f"moved {translation:.3f} m / turned {rotation:.1f} deg since the last keyframe "
+                f"moved {translation:.3f} m / turned {rotation:.1f} deg since a buffered keyframe "
                 f"(need {config.min_translation:g} m or {config.min_rotation_deg:g} deg)"
             )
-            reason = ("new viewpoint: " if moved else "too close to the last keyframe: ") + summary
+            reason = ("new viewpoint: " if moved else "too close to a buffered keyframe: ") + summary
             return SelectionDecision(moved, reason, score, motion, translation, rotation)
         moved = motion >= config.min_image_motion
-        summary = f"image motion {motion:.3f} since the last keyframe (need {config.min_image_motion:g})"
-        reason = ("new view: " if moved else "too similar to the last keyframe: ") + summary
+        summary = f"image motion {motion:.3f} since a buffered keyframe (need {config.min_image_motion:g})"
+        reason = ("new view: " if moved else "too similar to a buffered keyframe: ") + summary
         return SelectionDecision(moved, reason, score, motion)
 
 

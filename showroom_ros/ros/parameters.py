@@ -64,11 +64,17 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     ),
     Param("blur_threshold", 30.0, "Minimum sharpness (variance of the Laplacian on a thumbnail)", range=(0.0, 1e5)),
     Param(
-        "min_translation", 0.15, "Metres the camera must move since the last keyframe (poses known)", range=(0.0, 10.0)
+        "min_translation",
+        0.15,
+        "Metres the camera must move away from every buffered keyframe (poses known)",
+        range=(0.0, 10.0),
     ),
     Param("min_rotation_deg", 10.0, "Or degrees it must turn (poses known)", range=(0.0, 180.0)),
     Param(
-        "min_image_motion", 0.08, "Image change since the last keyframe when poses are unknown (0..1)", range=(0.0, 1.0)
+        "min_image_motion",
+        0.08,
+        "Image change from every buffered keyframe when poses are unknown (0..1)",
+        range=(0.0, 1.0),
     ),
     Param("sync_slop", 0.05, "Seconds between colour and depth stamps that still make a pair", range=(0.0, 1.0)),
     Param("wait_timeout", 1.0, "Seconds a frame may wait for its depth or pose", range=(0.0, 30.0)),
