@@ -29,7 +29,7 @@ from std_msgs.msg import Header
 from showroom_ros.camera import CameraIntrinsics
 from showroom_ros.msg import ReconstructionStatus
 from showroom_ros.ros import conversions as conv
-from showroom_ros.ros.processes import NodeProcess, find_share_file, ros_environment
+from showroom_ros.ros.processes import NodeProcess, export_ros_environment, find_share_file, ros_environment
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,8 +57,14 @@ def bench_cloud_build(n: int = 300_000, repeats: int = 30) -> tuple[float, float
 
 def bench_idle_cpu(seconds: float, workdir: Path) -> tuple[float, int]:
     env = ros_environment()
-    params = {"image_topics": ["/bench/image"], "camera_info_topics": ["/bench/info"], "depth_topics": [""],
-              "pose_source": "none", "output_dir": str(workdir), "autosave": False}
+    params = {
+        "image_topics": ["/bench/image"],
+        "camera_info_topics": ["/bench/info"],
+        "depth_topics": [""],
+        "pose_source": "none",
+        "output_dir": str(workdir),
+        "autosave": False,
+    }
     node = NodeProcess("showroom_node", params, workdir, find_share_file("config", "showroom.yaml"), env=env)
     client = Node("bench_publisher")
     image_pub = client.create_publisher(Image, "/bench/image", qos_profile_sensor_data)
@@ -94,8 +100,10 @@ def bench_idle_cpu(seconds: float, workdir: Path) -> tuple[float, int]:
     received = statuses[-1].frames_received if statuses else 0
     client.destroy_node()
     node.stop()
-    print(f"  sent {sent} images in {wall:.1f} s; node reports {received} received, "
-          f"{statuses[-1].num_keyframes if statuses else '?'} keyframes")
+    print(
+        f"  sent {sent} images in {wall:.1f} s; node reports {received} received, "
+        f"{statuses[-1].num_keyframes if statuses else '?'} keyframes"
+    )
     return 100.0 * used / wall, received
 
 
@@ -103,14 +111,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
-    env = ros_environment()
-    import os
-
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "RMW_IMPLEMENTATION",
-                                          "FASTDDS_DEFAULT_PROFILES_FILE")})
+    export_ros_environment()
     cold, steady = bench_cloud_build()
-    print(f"1. PointCloud2 build, 300k points: {steady:.2f} ms steady state ({cold:.2f} ms over the first 30 builds "
-          "of a fresh process)")
+    print(
+        f"1. PointCloud2 build, 300k points: {steady:.2f} ms steady state ({cold:.2f} ms over the first 30 builds "
+        "of a fresh process)"
+    )
     rclpy.init()
     with tempfile.TemporaryDirectory() as workdir:
         cpu, _ = bench_idle_cpu(args.seconds, Path(workdir))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from showroom_ros.ros.processes import NodeProcess, ros_environment  # noqa: F401 - re-exported for tests
+from showroom_ros.ros.processes import NodeProcess, export_ros_environment, ros_environment  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,13 +64,6 @@ def call_service(node: Node, srv_type: Any, name: str, request: Any, timeout: fl
 
 
 def ros_init_for_tests() -> None:
-    env = ros_environment()
-    for key in (
-        "ROS_DOMAIN_ID",
-        "ROS_AUTOMATIC_DISCOVERY_RANGE",
-        "RMW_IMPLEMENTATION",
-        "FASTDDS_DEFAULT_PROFILES_FILE",
-    ):
-        os.environ[key] = env[key]
+    export_ros_environment()
     if not rclpy.ok():
         rclpy.init()

@@ -10,7 +10,6 @@ stage took.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -20,7 +19,7 @@ import rclpy
 from rclpy.node import Node
 
 from showroom_ros.msg import ReconstructionStatus
-from showroom_ros.ros.processes import NodeProcess, find_share_file, ros_environment
+from showroom_ros.ros.processes import NodeProcess, export_ros_environment, find_share_file
 from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
 from showroom_ros.srv import SaveReconstruction
 
@@ -30,18 +29,7 @@ DEMO_PARAMETERS = {**SHOWROOM_PARAMETERS_FOR_REPLAY, "autosave": False}
 def run_demo(out: Path, folder: Path, timeout: float = 300.0) -> int:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    env = ros_environment(isolated=True)
-    os.environ.update(
-        {
-            k: env[k]
-            for k in (
-                "ROS_DOMAIN_ID",
-                "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                "RMW_IMPLEMENTATION",
-                "FASTDDS_DEFAULT_PROFILES_FILE",
-            )
-        }
-    )
+    env = export_ros_environment(isolated=True)
     logs = out / "logs"
     node = NodeProcess(
         "showroom_node",

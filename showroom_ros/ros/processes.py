@@ -43,6 +43,21 @@ def ros_environment(isolated: bool = True) -> dict[str, str]:
     return env
 
 
+def export_ros_environment(isolated: bool = True) -> dict[str, str]:
+    """Put :func:`ros_environment`'s ROS settings into this process too (before ``rclpy.init``), so a
+    client here and the nodes it starts share one isolated graph."""
+    env = ros_environment(isolated)
+    for key in (
+        "ROS_DOMAIN_ID",
+        "ROS_AUTOMATIC_DISCOVERY_RANGE",
+        "RMW_IMPLEMENTATION",
+        "FASTDDS_DEFAULT_PROFILES_FILE",
+    ):
+        if key in env:
+            os.environ[key] = env[key]
+    return env
+
+
 def node_command(name: str) -> list[str]:
     """The installed ROS executable (what `ros2 run` starts) when built, else its module."""
     for prefix in [

@@ -24,6 +24,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
+from rclpy.time import Time as RclpyTime
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
@@ -382,10 +383,8 @@ class ShowroomNode(Node):
         if source == "topic":
             return self._pose_histories[camera].lookup(stamp_ns)
         if source == "tf" and self._tf_buffer is not None:
-            from rclpy.time import Time
-
             try:
-                transform = self._tf_buffer.lookup_transform(self.map_frame, frame_id, Time(nanoseconds=stamp_ns))
+                transform = self._tf_buffer.lookup_transform(self.map_frame, frame_id, RclpyTime(nanoseconds=stamp_ns))
             except Exception:
                 return None
             return conv.transform_to_matrix(transform)
@@ -411,16 +410,35 @@ class ShowroomNode(Node):
             self._publish_status()
 
     # --- reconstruction ---------------------------------------------------------------------------
+    def _busy(self) -> bool:
+        """A reconstruction or generation is running (call with ``_lock`` held)."""
+        return self._job is not None and not self._job.done()
+
+    def _submit(self, state: str, message: str, work: Any, *args: Any) -> Future:
+        """Queue ``work`` on the single worker (call with ``_lock`` held, after :meth:`_busy`)."""
+        self._state, self._progress, self._message = state, 0.0, message
+        self._job = self._worker.submit(work, *args)
+        return self._job
+
+    @staticmethod
+    def _wait(job: Future, timeout: float, still_running: str) -> tuple[Any, str | None]:
+        """The job's result, or None and the message a service answers with."""
+        try:
+            return job.result(timeout=timeout), None
+        except TimeoutError:
+            return None, still_running
+        except Exception as error:
+            return None, str(error)
+
     def _start_job(self, why: str) -> Future[Reconstruction] | None:
         with self._lock:
-            if self._job is not None and not self._job.done():
+            if self._busy():
                 return None
             keyframes = list(self.collector.buffer)
             self.collector.buffer.clear()
-            self._state, self._progress, self._message = "reconstructing", 0.0, f"reconstructing ({why})"
-            self._job = self._worker.submit(self._reconstruct, keyframes)
+            job = self._submit("reconstructing", f"reconstructing ({why})", self._reconstruct, keyframes)
         self._publish_status()
-        return self._job
+        return job
 
     def _report(self, fraction: float, stage: str) -> None:
         with self._lock:
@@ -513,14 +531,11 @@ class ShowroomNode(Node):
         if job is None:
             response.success, response.message = False, "a reconstruction is already running; try again when done"
             return response
-        try:
-            result = job.result(timeout=self.params["reconstruct_timeout"])
-        except TimeoutError:
-            response.success = False
-            response.message = "reconstruction is still running; its result will be published on ~/cloud"
-            return response
-        except Exception as error:
-            response.success, response.message = False, f"reconstruction failed: {error}"
+        result, error = self._wait(
+            job, self.params["reconstruct_timeout"], "still running; its result will be published on ~/cloud"
+        )
+        if error is not None:
+            response.success, response.message = False, f"reconstruction: {error}"
             return response
         response.success = True
         response.num_points = result.num_points
@@ -531,7 +546,7 @@ class ShowroomNode(Node):
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
-            if self._job is not None and not self._job.done():
+            if self._busy():
                 response.success, response.message = False, "a reconstruction is running; reset when it is done"
                 return response
             self.collector.clear()
@@ -593,22 +608,19 @@ class ShowroomNode(Node):
             backend=request.backend or p["generation_backend"],
         )
         with self._lock:
-            busy = self._job is not None and not self._job.done()
+            busy = self._busy()
             if not busy:
-                self._state, self._progress, self._message = "generating", 0.0, "generating views"
-                self._job = self._worker.submit(self._generate, generation, request.add_to_reconstruction)
-            job = self._job
+                job = self._submit(
+                    "generating", "generating views", self._generate, generation, request.add_to_reconstruction
+                )
         if busy:
             response.success, response.message = False, "busy: a reconstruction or generation is running"
             return response
-        try:
-            views, status, result = job.result(timeout=p["generate_timeout"])
-        except TimeoutError:
-            response.success, response.message = False, "generation is still running; views will be published"
+        outcome, error = self._wait(job, p["generate_timeout"], "generation is still running; views will be published")
+        if error is not None:
+            response.success, response.message = False, error
             return response
-        except Exception as error:
-            response.success, response.message = False, str(error)
-            return response
+        views, status, result = outcome
         header = Header(frame_id=result.frame_id if result else self.map_frame, stamp=self.get_clock().now().to_msg())
         for view in views:
             response.images.append(conv.rgb_to_image(view.image, header))
