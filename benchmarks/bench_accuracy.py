@@ -29,11 +29,11 @@ from scipy.spatial import cKDTree
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from showroom_ros.camera import CameraIntrinsics  # noqa: E402
-from showroom_ros.datasets import load_frame_folder  # noqa: E402
-from showroom_ros.reconstruction import TriangleMesh  # noqa: E402
-from showroom_ros.rgbd import RGBDFusionConfig, fuse_rgbd  # noqa: E402
-from showroom_ros.surface import SurfaceConfig, reconstruct_surface  # noqa: E402
+from showroom_ros.geometry.camera import CameraIntrinsics  # noqa: E402
+from showroom_ros.io.datasets import load_frame_folder  # noqa: E402
+from showroom_ros.reconstruction.result import TriangleMesh  # noqa: E402
+from showroom_ros.reconstruction.rgbd import RGBDFusionConfig, fuse_rgbd  # noqa: E402
+from showroom_ros.reconstruction.surface import SurfaceConfig, reconstruct_surface  # noqa: E402
 
 SHARED_SCENE = REPO_ROOT.parent / "shared" / "data" / "7scenes_redkitchen"
 COMPLETION_THRESHOLD_M = 0.05

@@ -30,11 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from showroom_ros.backends import LearnedBackend, LearnedConfig, ModelHolder, SfMBackend, SfMConfig  # noqa: E402
-from showroom_ros.camera import CameraIntrinsics  # noqa: E402
-from showroom_ros.datasets import load_frame_folder  # noqa: E402
-from showroom_ros.keyframes import Keyframe  # noqa: E402
-from showroom_ros.pipeline import ReconstructionError, RGBDBackend  # noqa: E402
-from showroom_ros.registration import align_poses  # noqa: E402
+from showroom_ros.capture.keyframes import Keyframe  # noqa: E402
+from showroom_ros.geometry.camera import CameraIntrinsics  # noqa: E402
+from showroom_ros.io.datasets import load_frame_folder  # noqa: E402
+from showroom_ros.reconstruction.pipeline import ReconstructionError, RGBDBackend  # noqa: E402
+from showroom_ros.reconstruction.registration import align_poses  # noqa: E402
 
 DATA = REPO / "data" / "redkitchen"
 
@@ -171,7 +171,7 @@ def bench_registration_noise(trials: int = 200) -> None:
     """Scale error of the pose alignment as camera-centre noise grows (5 cameras on a 2 m arc)."""
     from scipy.spatial.transform import Rotation
 
-    from showroom_ros.registration import Similarity
+    from showroom_ros.reconstruction.registration import Similarity
 
     rng = np.random.default_rng(7)
     angles = np.linspace(0, 1.2, 5)
@@ -200,9 +200,9 @@ def bench_mapping() -> None:
     """Overlap alignment of the accumulated map on the redkitchen RGB-D halves (keyframes 0-2, 2-4)."""
     from scipy.spatial.transform import Rotation
 
-    from showroom_ros.mapping import AccumulatedMap
-    from showroom_ros.registration import Similarity, transform_reconstruction
-    from showroom_ros.rgbd import RGBDFusionConfig, fuse_rgbd
+    from showroom_ros.mapping.point_map import AccumulatedMap
+    from showroom_ros.reconstruction.registration import Similarity, transform_reconstruction
+    from showroom_ros.reconstruction.rgbd import RGBDFusionConfig, fuse_rgbd
 
     keyframes = load_frame_folder(DATA)
     config = RGBDFusionConfig(voxel_size=0.02)

@@ -24,11 +24,11 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import open3d as o3d  # noqa: E402
 
-from showroom_ros.datasets import load_frame_folder  # noqa: E402
-from showroom_ros.export import save_reconstruction  # noqa: E402
-from showroom_ros.keyframes import Keyframe, KeyframeSelector  # noqa: E402
-from showroom_ros.rgbd import RGBDFusionConfig, fuse_rgbd  # noqa: E402
-from showroom_ros.surface import SurfaceConfig, attach_mesh  # noqa: E402
+from showroom_ros.capture.keyframes import Keyframe, KeyframeSelector  # noqa: E402
+from showroom_ros.io.datasets import load_frame_folder  # noqa: E402
+from showroom_ros.io.export import save_reconstruction  # noqa: E402
+from showroom_ros.reconstruction.rgbd import RGBDFusionConfig, fuse_rgbd  # noqa: E402
+from showroom_ros.reconstruction.surface import SurfaceConfig, attach_mesh  # noqa: E402
 
 STAGES = ("decode", "backproject", "fuse", "outlier_removal", "normals", "poisson", "trim", "export")
 

@@ -30,7 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "test"))
 
-from showroom_ros.datasets import load_frame_folder  # noqa: E402
 from showroom_ros.generation.generate import GenerationRequest, generate_views  # noqa: E402
 from showroom_ros.generation.inpainting import (  # noqa: E402
     DiffusersInpainter,
@@ -43,8 +42,9 @@ from showroom_ros.generation.st_roomnet import (  # noqa: E402
     load_keras_h5,
     prepare_images,
 )
-from showroom_ros.rgbd import fuse_rgbd  # noqa: E402
-from showroom_ros.surface import attach_mesh  # noqa: E402
+from showroom_ros.io.datasets import load_frame_folder  # noqa: E402
+from showroom_ros.reconstruction.rgbd import fuse_rgbd  # noqa: E402
+from showroom_ros.reconstruction.surface import attach_mesh  # noqa: E402
 
 SD2_UNET = dict(
     sample_size=64,

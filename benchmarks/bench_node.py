@@ -26,7 +26,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from showroom_ros.camera import CameraIntrinsics
+from showroom_ros.geometry.camera import CameraIntrinsics
 from showroom_ros.msg import ReconstructionStatus
 from showroom_ros.ros import conversions as conv
 from showroom_ros.ros.processes import NodeProcess, export_ros_environment, find_share_file, ros_environment

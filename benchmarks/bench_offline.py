@@ -1,6 +1,6 @@
 """Time to first picture of `showroom reconstruct` on the sample folder, for every available backend.
 
-Each run is a fresh process, as a user would start it: ``python -m showroom_ros.cli reconstruct
+Each run is a fresh process, as a user would start it: ``python -m showroom_ros.apps.cli reconstruct
 data/redkitchen --backend NAME --json``. Reported per backend: the wall time of the whole command
 (interpreter start, imports, reading, reconstructing, writing every file), the time until the PNG
 preview was written measured inside the command, and the stages the pipeline reported. Backends
@@ -29,7 +29,7 @@ def run_once(path: Path, backend: str, extra: list[str], out: Path) -> tuple[flo
     command = [
         sys.executable,
         "-m",
-        "showroom_ros.cli",
+        "showroom_ros.apps.cli",
         "reconstruct",
         str(path),
         "--backend",

@@ -26,11 +26,11 @@ from showroom_ros.backends import (  # noqa: E402
     view_geometry,
 )
 from showroom_ros.backends.learned import pose_from_known_intrinsics  # noqa: E402
-from showroom_ros.camera import CameraIntrinsics  # noqa: E402
-from showroom_ros.datasets import load_frame_folder  # noqa: E402
+from showroom_ros.geometry.camera import CameraIntrinsics  # noqa: E402
+from showroom_ros.io.datasets import load_frame_folder  # noqa: E402
 from showroom_ros.models import Fast3R, Fast3RConfig, preprocess_images, student_config  # noqa: E402
-from showroom_ros.pipeline import PipelineConfig, ReconstructionPipeline  # noqa: E402
-from showroom_ros.registration import ANCHORED_FRAME_ID  # noqa: E402
+from showroom_ros.reconstruction.pipeline import PipelineConfig, ReconstructionPipeline  # noqa: E402
+from showroom_ros.reconstruction.registration import ANCHORED_FRAME_ID  # noqa: E402
 
 TINY_SIZE = 64  # the tiny model's training size; 640x480 keyframes become 64x48
 

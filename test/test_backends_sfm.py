@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from showroom_ros.backends import BackendsConfig, LearnedConfig, SfMBackend, SfMConfig, build_backends
-from showroom_ros.datasets import load_frame_folder
-from showroom_ros.keyframes import Keyframe
-from showroom_ros.pipeline import PipelineConfig, ReconstructionError, ReconstructionPipeline
-from showroom_ros.registration import ANCHORED_FRAME_ID, align_poses
+from showroom_ros.capture.keyframes import Keyframe
+from showroom_ros.io.datasets import load_frame_folder
+from showroom_ros.reconstruction.pipeline import PipelineConfig, ReconstructionError, ReconstructionPipeline
+from showroom_ros.reconstruction.registration import ANCHORED_FRAME_ID, align_poses
 
 pytest.importorskip("pycolmap")
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from showroom_ros.datasets import load_frame_folder
 from showroom_ros.generation.inpainting import (
     DiffusersInpainter,
     InpaintSettings,
@@ -15,6 +14,7 @@ from showroom_ros.generation.inpainting import (
     load_inpainter,
     snap_size,
 )
+from showroom_ros.io.datasets import load_frame_folder
 
 
 def tiny_sd2_inpainting_pipeline(in_channels: int = 9):

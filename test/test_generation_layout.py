@@ -7,7 +7,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from showroom_ros.camera import CameraIntrinsics  # noqa: E402
 from showroom_ros.generation.layout import (  # noqa: E402
     LEFT,
     RIGHT,
@@ -32,7 +31,8 @@ from showroom_ros.generation.st_roomnet import (  # noqa: E402
     reference_layout,
 )
 from showroom_ros.generation.view_synthesis import yawed_pose  # noqa: E402
-from showroom_ros.render import look_at  # noqa: E402
+from showroom_ros.geometry.camera import CameraIntrinsics  # noqa: E402
+from showroom_ros.reconstruction.render import look_at  # noqa: E402
 
 UP = np.array([0.0, 0.0, 1.0])
 

@@ -12,8 +12,6 @@ import cv2
 import numpy as np
 import pytest
 
-from showroom_ros.datasets import load_frame_folder
-from showroom_ros.export import save_npz
 from showroom_ros.generation.cli import build_parser, main
 from showroom_ros.generation.generate import (
     MAX_STEPS,
@@ -26,8 +24,10 @@ from showroom_ros.generation.generate import (
 )
 from showroom_ros.generation.inpainting import OpenCVInpainter
 from showroom_ros.generation.view_synthesis import estimate_up_direction, render_novel_view, yawed_pose
-from showroom_ros.reconstruction import Reconstruction
-from showroom_ros.rgbd import fuse_rgbd
+from showroom_ros.io.datasets import load_frame_folder
+from showroom_ros.io.export import save_npz
+from showroom_ros.reconstruction.result import Reconstruction
+from showroom_ros.reconstruction.rgbd import fuse_rgbd
 
 
 @pytest.fixture(scope="module")

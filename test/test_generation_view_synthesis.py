@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 
-from showroom_ros.camera import CameraIntrinsics
 from showroom_ros.generation.view_synthesis import (
     HoleMaskConfig,
     clean_hole_mask,
@@ -16,8 +15,9 @@ from showroom_ros.generation.view_synthesis import (
     warp_by_rotation,
     yawed_pose,
 )
-from showroom_ros.reconstruction import Reconstruction, TriangleMesh
-from showroom_ros.render import look_at
+from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.reconstruction.render import look_at
+from showroom_ros.reconstruction.result import Reconstruction, TriangleMesh
 
 UP = np.array([0.0, 0.0, 1.0])
 HALF = 2.0  # the room spans x, y in [-2, 2]

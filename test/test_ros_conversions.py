@@ -120,7 +120,7 @@ def test_compressed_round_trips(header):
 def test_camera_info_needs_a_calibration(header):
     from sensor_msgs.msg import CameraInfo
 
-    from showroom_ros.camera import CameraIntrinsics
+    from showroom_ros.geometry.camera import CameraIntrinsics
     from showroom_ros.ros.conversions import MessageError, camera_info_to_intrinsics, intrinsics_to_camera_info
 
     intrinsics = CameraIntrinsics(525.0, 526.0, 319.5, 239.5, 640, 480)
@@ -151,7 +151,7 @@ def test_point_cloud_round_trip_and_layout(header):
 def test_mesh_markers_split_and_keep_colours(header):
     from visualization_msgs.msg import Marker
 
-    from showroom_ros.reconstruction import TriangleMesh
+    from showroom_ros.reconstruction.result import TriangleMesh
     from showroom_ros.ros.conversions import mesh_to_markers
 
     vertices = np.random.default_rng(2).normal(size=(30, 3)).astype(np.float32)

@@ -17,7 +17,7 @@ def _malformed_messages(rng: np.random.Generator):
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
 
-    from showroom_ros.camera import CameraIntrinsics
+    from showroom_ros.geometry.camera import CameraIntrinsics
     from showroom_ros.ros.conversions import intrinsics_to_camera_info, mono_to_image, rgb_to_image
 
     def header():
@@ -79,7 +79,7 @@ def test_fuzzed_inputs_leave_the_node_running_and_a_valid_set_still_reconstructs
     from sensor_msgs.msg import CameraInfo, Image
     from std_srvs.srv import Trigger
 
-    from showroom_ros.camera import CameraIntrinsics
+    from showroom_ros.geometry.camera import CameraIntrinsics
     from showroom_ros.msg import ReconstructionStatus
     from showroom_ros.ros.conversions import intrinsics_to_camera_info
     from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY

@@ -103,9 +103,9 @@ def test_node_reconstructs_replayed_keyframes_and_serves(client, processes, tmp_
     from std_srvs.srv import Trigger
     from visualization_msgs.msg import Marker, MarkerArray
 
-    from showroom_ros.datasets import load_frame_folder
+    from showroom_ros.io.datasets import load_frame_folder
     from showroom_ros.msg import ReconstructionStatus
-    from showroom_ros.pipeline import PipelineConfig, ReconstructionPipeline, default_backends
+    from showroom_ros.reconstruction.pipeline import PipelineConfig, ReconstructionPipeline, default_backends
     from showroom_ros.ros.conversions import cloud_to_points
     from showroom_ros.srv import Reconstruct, SaveReconstruction
 
@@ -212,9 +212,9 @@ def test_published_messages_round_trip_through_a_bag(client, tmp_path):
     from rclpy.serialization import deserialize_message, serialize_message
     from std_msgs.msg import Header
 
-    from showroom_ros.bags import BagMessage, read_bag, write_bag
+    from showroom_ros.io.bags import BagMessage, read_bag, write_bag
     from showroom_ros.msg import ReconstructionStatus
-    from showroom_ros.reconstruction import TriangleMesh
+    from showroom_ros.reconstruction.result import TriangleMesh
     from showroom_ros.ros import conversions as conv
 
     header = Header(frame_id="map")

@@ -9,6 +9,8 @@
 
 The learned backends load their weights in the background (:class:`ModelHolder`); the pipeline's
 ``auto`` mode skips them, with the holder's reason, until they are ready.
+
+May import ``geometry``, ``capture``, ``reconstruction``, ``models`` (not ``io``, ``apps`` or ``ros``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from showroom_ros.backends.learned import (
     view_geometry,
 )
 from showroom_ros.backends.sfm import SfMBackend, SfMConfig
-from showroom_ros.pipeline import ReconstructionBackend, RGBDBackend
-from showroom_ros.rgbd import RGBDFusionConfig
+from showroom_ros.reconstruction.pipeline import ReconstructionBackend, RGBDBackend
+from showroom_ros.reconstruction.rgbd import RGBDFusionConfig
 
 
 def _fast3r_defaults() -> LearnedConfig:

@@ -4,7 +4,7 @@ Fast3R (the teacher) and ShowRoom's distilled student are the same network famil
 every keyframe, a pointmap in view 0's camera frame at an arbitrary scale. This backend runs the model
 on the keyframe arrays (no temporary files), recovers the cameras (PnP with the CameraInfo intrinsics
 rescaled to the model's input when they are known, else with the model's own focal estimate), and
-registers the result to the robot (:func:`showroom_ros.registration.register_to_keyframes`).
+registers the result to the robot (:func:`showroom_ros.reconstruction.registration.register_to_keyframes`).
 
 Weights are big (2.6 GB for ViT-L) and may be missing, so a :class:`ModelHolder` loads them in a
 background thread; until it is ready, or when it failed, :meth:`LearnedBackend.unavailable_reason`
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from showroom_ros.camera import CameraIntrinsics
-from showroom_ros.keyframes import Keyframe
-from showroom_ros.mapping import median_scene_depth, voxel_fuse
-from showroom_ros.pipeline import ProgressCallback, ReconstructionError
-from showroom_ros.reconstruction import Reconstruction
-from showroom_ros.registration import RegistrationReport, register_to_keyframes
+from showroom_ros.capture.keyframes import Keyframe
+from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.reconstruction.fusion import median_scene_depth, voxel_fuse
+from showroom_ros.reconstruction.pipeline import ProgressCallback, ReconstructionError
+from showroom_ros.reconstruction.registration import RegistrationReport, register_to_keyframes
+from showroom_ros.reconstruction.result import Reconstruction
 
 if TYPE_CHECKING:
     import torch

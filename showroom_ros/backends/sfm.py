@@ -6,7 +6,7 @@ SIFT features and exhaustive matching on the 3-5 keyframes, then one of two thin
   On a handful of wide-baseline views of a room, incremental SfM from scratch often cannot find an
   initial pair; triangulating with the robot's poses still works and is in ``map`` at metric scale.
 * otherwise: incremental mapping (poses and points from scratch), then registration to whatever the
-  keyframes know (:func:`showroom_ros.registration.register_to_keyframes`: poses, depth, or nothing).
+  keyframes know (:func:`showroom_ros.reconstruction.registration.register_to_keyframes`: poses, depth, or nothing).
 
 The result is sparse: a few hundred to a few thousand coloured points, with the keyframe cameras.
 COLMAP works on files, so the keyframes are written to a temporary folder that is deleted afterwards.
@@ -25,11 +25,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from showroom_ros.camera import CameraIntrinsics
-from showroom_ros.keyframes import Keyframe
-from showroom_ros.pipeline import ProgressCallback, ReconstructionError
-from showroom_ros.reconstruction import Reconstruction
-from showroom_ros.registration import RegistrationReport, register_to_keyframes
+from showroom_ros.capture.keyframes import Keyframe
+from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.reconstruction.pipeline import ProgressCallback, ReconstructionError
+from showroom_ros.reconstruction.registration import RegistrationReport, register_to_keyframes
+from showroom_ros.reconstruction.result import Reconstruction
 
 COLMAP_PIXEL_OFFSET = 0.5
 """COLMAP puts the centre of the top-left pixel at (0.5, 0.5); OpenCV / ROS CameraInfo put it at (0, 0)."""

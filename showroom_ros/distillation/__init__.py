@@ -3,6 +3,8 @@
 The student keeps the teacher's encoder and decoder and halves the DPT head widths; it is trained to
 reproduce the teacher's pointmaps with dense and/or ShowRoom's relation (RKD) losses. See
 docs/distillation.md. Importing this package does not import the models (torch-heavy) until needed.
+
+May import ``models`` and the folders below it; never ``apps`` or ``ros``.
 """
 
 from showroom_ros.distillation.config import (

@@ -5,6 +5,8 @@ Submodules: :mod:`.view_synthesis` (turned cameras, rendering, hole masks), :mod
 decision rules, plausibility), :mod:`.generate` (request validation, the generation loop, keyframes),
 :mod:`.cli` (``showroom generate``).
 Names are imported lazily so that rendering alone does not pull in torch, transformers or diffusers.
+
+May import ``geometry``, ``capture``, ``reconstruction``, ``io`` and ``models``; never ``apps`` or ``ros``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``showroom generate``: novel views of a saved reconstruction, written as a frame folder of PNGs.
 
-``showroom_ros.cli`` forwards ``showroom generate ...`` to :func:`main`. The reconstruction is the
+``showroom_ros.apps.cli`` forwards ``showroom generate ...`` to :func:`main`. The reconstruction is the
 ``.npz`` that ``showroom reconstruct`` wrote (or its folder); the keyframe photos are taken from
 ``--frames`` or from the ``<name>_keyframes`` folder ``showroom reconstruct`` writes beside it, and
 the views go to ``--output-dir`` or ``<name>_generated`` beside it, where ``showroom view`` finds them.
@@ -115,7 +115,7 @@ def find_npz(path: str | Path) -> Path:
 
 
 def _keyframe_images(frames: str | None, npz: Path, cameras: int) -> tuple[list[np.ndarray] | None, str]:
-    from showroom_ros.datasets import load_frame_folder
+    from showroom_ros.io.datasets import load_frame_folder
 
     folder = Path(frames).expanduser() if frames else npz.with_name(npz.stem + KEYFRAMES_SUFFIX)
     if not folder.is_dir():
@@ -134,7 +134,7 @@ def _keyframe_images(frames: str | None, npz: Path, cameras: int) -> tuple[list[
 
 def run_generate_cli(args: argparse.Namespace) -> int:
     """``showroom generate`` with parsed arguments; returns the exit status (2 on a bad input)."""
-    from showroom_ros.export import load_reconstruction
+    from showroom_ros.io.export import load_reconstruction
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from showroom_ros.camera import CameraIntrinsics
+from showroom_ros.capture.keyframes import Keyframe
 from showroom_ros.generation.inpainting import (
     BACKENDS,
     DEFAULT_NEGATIVE_PROMPT,
@@ -48,8 +48,8 @@ from showroom_ros.generation.view_synthesis import (
     render_novel_view,
     yawed_pose,
 )
-from showroom_ros.keyframes import Keyframe
-from showroom_ros.reconstruction import Reconstruction
+from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.reconstruction.result import Reconstruction
 
 MAX_VIEWS = 16
 MAX_STEPS = 200

@@ -20,9 +20,9 @@ from itertools import combinations
 import cv2
 import numpy as np
 
-from showroom_ros.camera import CameraIntrinsics
 from showroom_ros.generation.st_roomnet import CEILING, FLOOR, FRONT_WALL, LEFT_WALL, RIGHT_WALL, RoomLayout
 from showroom_ros.generation.view_synthesis import rotation_homography, same_centre
+from showroom_ros.geometry.camera import CameraIntrinsics
 
 # ShowRoom's constants (generate2d/discriminator/discriminator2d.py), for 400x400 label maps.
 PIXEL_THRESHOLD = 5000

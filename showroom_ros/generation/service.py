@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from showroom_ros.reconstruction import Reconstruction
+from showroom_ros.reconstruction.result import Reconstruction
 
 if TYPE_CHECKING:  # generate pulls in torch (ST-RoomNet): imported on first use, not at node start-up
     from showroom_ros.generation.generate import GeneratedView, GenerationRequest, ProgressCallback

@@ -12,7 +12,7 @@ Three sources fill a view, best first:
    has no valid depth (windows, far walls);
 2. the mesh, ray cast with Open3D's ``RaycastingScene`` (CPU, no display): gap-free surfaces, so the
    holes are only real missing geometry;
-3. the coloured cloud, splatted by :func:`showroom_ros.render.render_points`, whose gaps between
+3. the coloured cloud, splatted by :func:`showroom_ros.reconstruction.render.render_points`, whose gaps between
    points are closed morphologically before they count as holes.
 
 Yaw is a turn about the vertical through the camera centre; positive turns left (counter-clockwise
@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from showroom_ros.camera import CameraIntrinsics
-from showroom_ros.reconstruction import Reconstruction, TriangleMesh
-from showroom_ros.render import RenderResult, render_points
+from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.reconstruction.render import RenderResult, render_points
+from showroom_ros.reconstruction.result import Reconstruction, TriangleMesh
 
 UPRIGHT_TOLERANCE_DEG = 30.0
 """Cameras whose mean up is within this of map +z are taken to stand in a gravity-aligned (z-up) frame."""

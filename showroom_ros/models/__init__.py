@@ -5,6 +5,8 @@ Typical use::
     model = Fast3R.from_pretrained("jedyang97/Fast3R_ViT_Large_512")
     prediction = predict_scene(model, ["a.jpg", "b.jpg", "c.jpg"], size=512, dtype="bf16")
     cloud = prediction.colored_points(conf_percentile=50)
+
+Imports no other showroom_ros folder (torch only), so the models load anywhere.
 """
 
 from showroom_ros.models.config import DecoderConfig, EncoderConfig, Fast3RConfig, HeadConfig, student_config

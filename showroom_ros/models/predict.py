@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from showroom_ros.camera import CameraIntrinsics
+from showroom_ros.geometry.camera import CameraIntrinsics
 from showroom_ros.models.fast3r import Fast3R
 from showroom_ros.models.postprocess import align_local_to_global, confident_mask, estimate_poses
 from showroom_ros.models.preprocess import ImageInput, preprocess_images, view_colors

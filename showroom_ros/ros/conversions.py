@@ -19,15 +19,15 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, Poi
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from showroom_ros.camera import CameraIntrinsics
-from showroom_ros.message_layout import (
+from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.io.message_layout import (
     CLOUD_DTYPE,
     MESH_NAMESPACE,
     TRIANGLES_PER_MARKER,
     cloud_records,
     mesh_marker_chunks,
 )
-from showroom_ros.reconstruction import TriangleMesh
+from showroom_ros.reconstruction.result import TriangleMesh
 
 
 class MessageError(ValueError):

@@ -123,7 +123,7 @@ def _standard_names(out: Path, saved: list[Path]) -> dict[str, Path]:
 def _print_stage_timings(npz: Path | None) -> None:
     if npz is None:
         return
-    from showroom_ros.export import load_reconstruction
+    from showroom_ros.io.export import load_reconstruction
 
     timings = load_reconstruction(npz).timings
     if timings:

@@ -8,7 +8,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 
-from showroom_ros.message_layout import DISPLAY_MAX_TRIANGLES
+from showroom_ros.io.message_layout import DISPLAY_MAX_TRIANGLES
 
 
 @dataclass(frozen=True)

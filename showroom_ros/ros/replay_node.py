@@ -17,7 +17,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
-from showroom_ros.datasets import load_frame_folder
+from showroom_ros.io.datasets import load_frame_folder
 from showroom_ros.ros import conversions as conv
 from showroom_ros.ros.entry import run_node
 

@@ -1,7 +1,7 @@
 """ROS 2 node ``showroom``: camera topics in, point cloud + mesh + keyframe poses out.
 
 The node only converts messages and schedules work. Keyframe selection lives in
-:mod:`showroom_ros.collector`, reconstruction in :mod:`showroom_ros.pipeline`. Reconstructions
+:mod:`showroom_ros.capture.collector`, reconstruction in :mod:`showroom_ros.reconstruction.pipeline`. Reconstructions
 run on a single worker thread so the executor keeps receiving frames meanwhile; frames that
 arrive while the buffer is full are dropped with a reason in ``~/status``.
 """
@@ -31,21 +31,21 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from showroom_ros.backends import BackendsConfig, LearnedConfig, build_backends, model_holders
-from showroom_ros.collector import CollectorConfig, KeyframeCollector, Outcome
-from showroom_ros.export import save_reconstruction
+from showroom_ros.capture.collector import CollectorConfig, KeyframeCollector, Outcome
+from showroom_ros.capture.keyframes import KeyframeBuffer, KeyframeSelectorConfig
 from showroom_ros.generation.service import GenerationSettings, ViewGenerationService
-from showroom_ros.keyframes import KeyframeBuffer, KeyframeSelectorConfig
-from showroom_ros.mapping import AccumulatedMap, MapAlignmentError, MapConfig
+from showroom_ros.geometry.poses import PoseHistory
+from showroom_ros.io.export import save_reconstruction
+from showroom_ros.mapping.point_map import AccumulatedMap, MapAlignmentError, MapConfig
 from showroom_ros.msg import ReconstructionStatus
-from showroom_ros.pipeline import PipelineConfig, ReconstructionError, ReconstructionPipeline
-from showroom_ros.poses import PoseHistory
-from showroom_ros.reconstruction import Reconstruction
-from showroom_ros.rgbd import RGBDFusionConfig, depth_to_metres
+from showroom_ros.reconstruction.pipeline import PipelineConfig, ReconstructionError, ReconstructionPipeline
+from showroom_ros.reconstruction.result import Reconstruction
+from showroom_ros.reconstruction.rgbd import RGBDFusionConfig, depth_to_metres
+from showroom_ros.reconstruction.surface import SurfaceConfig, decimate_mesh
 from showroom_ros.ros import conversions as conv
 from showroom_ros.ros.entry import run_node
 from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS, declare_parameters
 from showroom_ros.srv import GenerateViews, Reconstruct, SaveReconstruction
-from showroom_ros.surface import SurfaceConfig, decimate_mesh
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -211,7 +211,7 @@ class ShowroomNode(Node):
             self._tf_listener = TransformListener(self._tf_buffer, self, spin_thread=False)
 
     def _start_viewer(self):
-        from showroom_ros.viewer import ReconstructionViewer, ViewerError
+        from showroom_ros.apps.viewer import ReconstructionViewer, ViewerError
 
         viewer = ReconstructionViewer()
         try:

@@ -1,0 +1,164 @@
+"""Turns streams of colour, depth, intrinsics and poses into keyframes, without ROS.
+
+A camera driver publishes at 30 Hz, but a keyframe is needed every few seconds. So frames are
+throttled before they are even decoded, blurry frames are rejected first (cheapest test),
+colour and depth are paired by stamp, and a frame whose depth or pose has not arrived yet
+waits a bounded time instead of being dropped or queued forever.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from showroom_ros.capture.keyframes import Keyframe, KeyframeBuffer, KeyframeSelector, KeyframeSelectorConfig
+from showroom_ros.geometry.camera import CameraIntrinsics
+
+PoseLookup = Callable[[int, int, str], np.ndarray | None]
+"""(camera index, stamp in ns, the image's frame_id) -> camera-to-map pose, or None if unknown yet."""
+
+
+@dataclass
+class CollectorConfig:
+    num_cameras: int = 1
+    use_depth: bool = False
+    separate_depth_camera: bool = False  # depth has its own CameraInfo: wait for it before using depth
+    require_pose: bool = False
+    evaluation_period_ns: int = 200_000_000  # consider at most 5 frames/s per camera
+    sync_slop_ns: int = 50_000_000  # colour/depth stamps closer than this are a pair
+    wait_timeout_ns: int = 1_000_000_000  # how long a frame may wait for its depth or pose
+    depth_history: int = 30
+    selector: KeyframeSelectorConfig = field(default_factory=KeyframeSelectorConfig)
+
+
+@dataclass
+class Outcome:
+    """What happened to one frame: ``accepted``, ``rejected`` or ``waiting``."""
+
+    kind: str
+    camera: int
+    stamp_ns: int
+    reason: str = ""
+
+
+@dataclass
+class _Candidate:
+    camera: int
+    stamp_ns: int
+    frame_id: str
+    image: np.ndarray
+    received_ns: int
+
+
+class KeyframeCollector:
+    """Feeds a bounded :class:`KeyframeBuffer`; every method is O(1) in the stream length."""
+
+    def __init__(self, config: CollectorConfig, buffer: KeyframeBuffer, pose_lookup: PoseLookup) -> None:
+        if config.num_cameras < 1:
+            raise ValueError("at least one camera is needed")
+        self.config = config
+        self.buffer = buffer
+        self.selector = KeyframeSelector(config.selector)
+        self._pose_lookup = pose_lookup
+        self._intrinsics: list[CameraIntrinsics | None] = [None] * config.num_cameras
+        self._depth_intrinsics: list[CameraIntrinsics | None] = [None] * config.num_cameras
+        self._depths: list[deque[tuple[int, np.ndarray]]] = [
+            deque(maxlen=config.depth_history) for _ in range(config.num_cameras)
+        ]
+        self._pending: list[_Candidate | None] = [None] * config.num_cameras
+        self._last_evaluated_ns: list[int | None] = [None] * config.num_cameras
+
+    # --- inputs -------------------------------------------------------------------------
+    def set_intrinsics(self, camera: int, intrinsics: CameraIntrinsics, depth: bool = False) -> None:
+        self._check_camera(camera)
+        (self._depth_intrinsics if depth else self._intrinsics)[camera] = intrinsics
+
+    def intrinsics(self, camera: int) -> CameraIntrinsics | None:
+        return self._intrinsics[camera]
+
+    def should_evaluate(self, camera: int, now_ns: int) -> bool:
+        """Cheap throttle, called before a frame is decoded at all."""
+        self._check_camera(camera)
+        last = self._last_evaluated_ns[camera]
+        return last is None or now_ns - last >= self.config.evaluation_period_ns or now_ns < last
+
+    def add_depth(self, camera: int, stamp_ns: int, depth_m: np.ndarray, now_ns: int) -> list[Outcome]:
+        self._check_camera(camera)
+        self._depths[camera].append((int(stamp_ns), depth_m))
+        return self.poll(now_ns)
+
+    def add_image(self, camera: int, stamp_ns: int, image: np.ndarray, frame_id: str, now_ns: int) -> Outcome:
+        """Consider one decoded colour frame (call only when :meth:`should_evaluate` said so)."""
+        self._check_camera(camera)
+        self._last_evaluated_ns[camera] = now_ns
+        if self.buffer.is_full:
+            return Outcome("rejected", camera, stamp_ns, "keyframe buffer is full (waiting for reconstruction)")
+        decision = self.selector.evaluate(image)
+        if not decision.accepted:
+            return Outcome("rejected", camera, stamp_ns, decision.reason)
+        self._pending[camera] = _Candidate(camera, int(stamp_ns), frame_id, image, now_ns)
+        return self._try_complete(camera, now_ns)
+
+    def poll(self, now_ns: int) -> list[Outcome]:
+        """Retry frames waiting for depth or a pose; expire those that waited too long."""
+        return [self._try_complete(c, now_ns) for c, p in enumerate(self._pending) if p is not None]
+
+    def clear(self) -> None:
+        self.buffer.clear()
+        self._pending = [None] * self.config.num_cameras
+        self._last_evaluated_ns = [None] * self.config.num_cameras
+
+    # --- internals ----------------------------------------------------------------------
+    def _check_camera(self, camera: int) -> None:
+        if not 0 <= camera < self.config.num_cameras:
+            raise ValueError(f"camera index {camera} out of range (0..{self.config.num_cameras - 1})")
+
+    def _matching_depth(self, camera: int, stamp_ns: int) -> np.ndarray | None:
+        best: tuple[int, np.ndarray] | None = None
+        for depth_stamp, depth in self._depths[camera]:
+            gap = abs(depth_stamp - stamp_ns)
+            if gap <= self.config.sync_slop_ns and (best is None or gap < best[0]):
+                best = (gap, depth)
+        return None if best is None else best[1]
+
+    def _try_complete(self, camera: int, now_ns: int) -> Outcome:
+        candidate = self._pending[camera]
+        assert candidate is not None
+        missing: list[str] = []
+        depth = None
+        if self.config.use_depth:
+            depth = self._matching_depth(camera, candidate.stamp_ns)
+            if depth is None:
+                missing.append(f"depth image within {self.config.sync_slop_ns / 1e6:.0f} ms of its stamp")
+            if self.config.separate_depth_camera and self._depth_intrinsics[camera] is None:
+                missing.append("depth CameraInfo")
+        pose = self._pose_lookup(camera, candidate.stamp_ns, candidate.frame_id)
+        if pose is None and self.config.require_pose:
+            missing.append("camera pose at its stamp")
+        if missing:
+            if now_ns - candidate.received_ns > self.config.wait_timeout_ns:
+                self._pending[camera] = None
+                return Outcome("rejected", camera, candidate.stamp_ns, "no " + " and no ".join(missing))
+            return Outcome("waiting", camera, candidate.stamp_ns, "waiting for " + " and ".join(missing))
+        self._pending[camera] = None
+        if self.buffer.is_full:
+            return Outcome("rejected", camera, candidate.stamp_ns, "keyframe buffer is full")
+        # Against every buffered keyframe: a camera that comes back must not add the same view twice.
+        decision = self.selector.evaluate(candidate.image, pose=pose, reference=self.buffer.keyframes)
+        if not decision.accepted:
+            return Outcome("rejected", camera, candidate.stamp_ns, decision.reason)
+        keyframe = Keyframe(
+            image=candidate.image,
+            stamp_ns=candidate.stamp_ns,
+            intrinsics=self._intrinsics[camera],
+            depth=depth,
+            depth_intrinsics=self._depth_intrinsics[camera],
+            pose=pose,
+            camera_id=camera,
+            frame_id=candidate.frame_id,
+        )
+        self.buffer.add(keyframe)
+        return Outcome("accepted", camera, candidate.stamp_ns, f"keyframe {len(self.buffer)}")

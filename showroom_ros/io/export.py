@@ -1,0 +1,226 @@
+"""Writing reconstructions to disk: PLY (cloud, mesh), GLB, a PNG preview and a reloadable NPZ.
+
+Every file is written to a temporary name in the target directory and then renamed over the final
+name (``os.replace`` is atomic on one filesystem), so a reader such as RViz, a web viewer or the
+view-generation CLI never sees a half-written file, even if the node is killed mid-save.
+Coordinates are written as they are, in the reconstruction's frame (``map``: the robot's map
+frame; ``showroom``: the first keyframe's optical frame, y down); no axis conversion is applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import open3d as o3d
+import trimesh
+
+from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.reconstruction.render import preview_camera, render_points
+from showroom_ros.reconstruction.result import Reconstruction, TriangleMesh
+
+NPZ_FORMAT_VERSION = 1
+
+
+class ExportError(OSError):
+    """A reconstruction could not be written; the message names the file."""
+
+
+def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Run ``write`` on a temporary file beside ``path`` (same suffix: writers pick formats by it), rename."""
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its 0600 mode would leak into the final file; a random name is enough to be unique.
+    temporary_path = target.with_name(
+        f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}"
+    )
+    try:
+        write(temporary_path)
+        if not temporary_path.is_file() or temporary_path.stat().st_size == 0:
+            raise ExportError(f"writing {target} produced no data")
+        os.replace(temporary_path, target)
+    except BaseException:
+        temporary_path.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _legacy_mesh(mesh: TriangleMesh) -> o3d.geometry.TriangleMesh:
+    result = o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(np.asarray(mesh.vertices, dtype=np.float64)),
+        o3d.utility.Vector3iVector(np.asarray(mesh.triangles, dtype=np.int32)),
+    )
+    result.vertex_colors = o3d.utility.Vector3dVector(
+        np.asarray(mesh.vertex_colors, dtype=np.float64) / 255.0
+    )
+    return result
+
+
+def save_point_cloud_ply(reconstruction: Reconstruction, path: str | Path) -> Path:
+    """Binary PLY with x, y, z (float32), red, green, blue (uint8) and a ``confidence`` float property."""
+    cloud = o3d.t.geometry.PointCloud()
+    cloud.point.positions = o3d.core.Tensor(np.ascontiguousarray(reconstruction.points, dtype=np.float32))
+    cloud.point.colors = o3d.core.Tensor(np.ascontiguousarray(reconstruction.colors, dtype=np.uint8))
+    cloud.point.confidence = o3d.core.Tensor(
+        np.ascontiguousarray(reconstruction.confidence, dtype=np.float32).reshape(-1, 1)
+    )
+
+    def write(temporary: Path) -> None:
+        if not o3d.t.io.write_point_cloud(str(temporary), cloud, write_ascii=False):
+            raise ExportError(f"Open3D could not write the point cloud {path}")
+
+    return _atomic_write(path, write)
+
+
+def save_mesh_ply(mesh: TriangleMesh, path: str | Path) -> Path:
+    """Binary PLY of a coloured triangle mesh."""
+    legacy = _legacy_mesh(mesh)
+
+    def write(temporary: Path) -> None:
+        if not o3d.io.write_triangle_mesh(
+            str(temporary), legacy, write_ascii=False, write_vertex_normals=False
+        ):
+            raise ExportError(f"Open3D could not write the mesh {path}")
+
+    return _atomic_write(path, write)
+
+
+def save_glb(reconstruction: Reconstruction, path: str | Path) -> Path:
+    """Binary glTF of the mesh when there is one, else of the coloured points (viewable in any browser)."""
+    if reconstruction.mesh is not None and reconstruction.mesh.num_triangles > 0:
+        mesh = reconstruction.mesh
+        alpha = np.full((len(mesh.vertex_colors), 1), 255, dtype=np.uint8)
+        geometry = trimesh.Trimesh(
+            vertices=np.asarray(mesh.vertices, dtype=np.float64),
+            faces=np.asarray(mesh.triangles, dtype=np.int64),
+            vertex_colors=np.hstack([mesh.vertex_colors, alpha]),
+            process=False,
+        )
+    else:
+        alpha = np.full((reconstruction.num_points, 1), 255, dtype=np.uint8)
+        geometry = trimesh.PointCloud(
+            np.asarray(reconstruction.points, dtype=np.float64),
+            colors=np.hstack([reconstruction.colors, alpha]),
+        )
+    data = trimesh.Scene(geometry).export(file_type="glb")
+    return _atomic_write(path, lambda temporary: temporary.write_bytes(data))
+
+
+def render_preview(reconstruction: Reconstruction, width: int = 960, height: int = 720) -> np.ndarray:
+    """RGB picture of the reconstruction (mesh vertices if meshed, else the cloud) from behind the cameras."""
+    if reconstruction.mesh is not None and len(reconstruction.mesh.vertices) > 0:
+        points, colors = reconstruction.mesh.vertices, reconstruction.mesh.vertex_colors
+    else:
+        points, colors = reconstruction.points, reconstruction.colors
+    if len(points) == 0:
+        raise ValueError("cannot preview an empty reconstruction")
+    cameras = reconstruction.camera_poses if len(reconstruction.camera_poses) else None
+    pose, intrinsics = preview_camera(points, cameras, width=width, height=height)
+    return render_points(
+        points, colors, pose, intrinsics, point_radius_px=1, background=(255, 255, 255)
+    ).image
+
+
+def save_preview_png(
+    reconstruction: Reconstruction, path: str | Path, width: int = 960, height: int = 720
+) -> Path:
+    """PNG preview rendered by :mod:`showroom_ros.reconstruction.render` (no display or GPU needed)."""
+    image = render_preview(reconstruction, width, height)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ExportError(f"could not encode the preview {path}")
+    return _atomic_write(path, lambda temporary: temporary.write_bytes(encoded.tobytes()))
+
+
+def _intrinsics_array(intrinsics: list[CameraIntrinsics]) -> np.ndarray:
+    rows = [[k.fx, k.fy, k.cx, k.cy, k.width, k.height] for k in intrinsics]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+
+
+def save_npz(reconstruction: Reconstruction, path: str | Path) -> Path:
+    """Everything in one NPZ (no pickles): cloud, confidence, cameras, intrinsics, mesh, metadata, timings."""
+    arrays: dict[str, np.ndarray] = {
+        "format_version": np.asarray(NPZ_FORMAT_VERSION),
+        "points": np.asarray(reconstruction.points, dtype=np.float32),
+        "colors": np.asarray(reconstruction.colors, dtype=np.uint8),
+        "confidence": np.asarray(reconstruction.confidence, dtype=np.float32),
+        "camera_poses": np.asarray(reconstruction.camera_poses, dtype=np.float64).reshape(-1, 4, 4),
+        "intrinsics": _intrinsics_array(reconstruction.intrinsics),
+        "frame_id": np.asarray(reconstruction.frame_id),
+        "metric": np.asarray(bool(reconstruction.metric)),
+        "backend": np.asarray(reconstruction.backend),
+        "timings_json": np.asarray(json.dumps(reconstruction.timings)),
+    }
+    if reconstruction.mesh is not None:
+        arrays["mesh_vertices"] = np.asarray(reconstruction.mesh.vertices, dtype=np.float32)
+        arrays["mesh_triangles"] = np.asarray(reconstruction.mesh.triangles, dtype=np.int32)
+        arrays["mesh_vertex_colors"] = np.asarray(reconstruction.mesh.vertex_colors, dtype=np.uint8)
+
+    def write(temporary: Path) -> None:
+        with temporary.open("wb") as stream:
+            np.savez(stream, **arrays)
+
+    return _atomic_write(path, write)
+
+
+def load_reconstruction(npz_path: str | Path) -> Reconstruction:
+    """Read back a reconstruction written by :func:`save_reconstruction` / :func:`save_npz`."""
+    path = Path(npz_path).expanduser()
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read reconstruction {path}: {error}") from None
+    with data:
+        missing = {"points", "colors", "confidence", "camera_poses", "intrinsics"} - set(data.files)
+        if missing:
+            raise ValueError(
+                f"{path} is not a showroom reconstruction (missing {', '.join(sorted(missing))})"
+            )
+        version = int(data["format_version"]) if "format_version" in data.files else 0
+        if version > NPZ_FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has format version {version}; this showroom_ros reads up to {NPZ_FORMAT_VERSION}"
+            )
+        mesh = None
+        if "mesh_vertices" in data.files:
+            mesh = TriangleMesh(data["mesh_vertices"], data["mesh_triangles"], data["mesh_vertex_colors"])
+        intrinsics = [
+            CameraIntrinsics(float(fx), float(fy), float(cx), float(cy), int(w), int(h))
+            for fx, fy, cx, cy, w, h in data["intrinsics"]
+        ]
+        return Reconstruction(
+            points=data["points"],
+            colors=data["colors"],
+            confidence=data["confidence"],
+            camera_poses=data["camera_poses"],
+            intrinsics=intrinsics,
+            frame_id=str(data["frame_id"]) if "frame_id" in data.files else "map",
+            metric=bool(data["metric"]) if "metric" in data.files else True,
+            backend=str(data["backend"]) if "backend" in data.files else "",
+            mesh=mesh,
+            timings=json.loads(str(data["timings_json"])) if "timings_json" in data.files else {},
+        )
+
+
+def save_reconstruction(
+    reconstruction: Reconstruction, directory: str | Path, basename: str
+) -> dict[str, Path]:
+    """Write ``<basename>.ply`` (cloud), ``<basename>_mesh.ply`` (if meshed), ``.glb``, ``.png`` and ``.npz``.
+
+    Returns the written paths by kind: ``cloud``, ``mesh``, ``glb``, ``png``, ``npz``.
+    """
+    if not basename or Path(basename).name != basename:
+        raise ValueError(f"basename must be a plain file name without directories, got {basename!r}")
+    folder = Path(directory).expanduser()
+    written = {"cloud": save_point_cloud_ply(reconstruction, folder / f"{basename}.ply")}
+    if reconstruction.mesh is not None:
+        written["mesh"] = save_mesh_ply(reconstruction.mesh, folder / f"{basename}_mesh.ply")
+    written["glb"] = save_glb(reconstruction, folder / f"{basename}.glb")
+    written["png"] = save_preview_png(reconstruction, folder / f"{basename}.png")
+    written["npz"] = save_npz(reconstruction, folder / f"{basename}.npz")
+    return written

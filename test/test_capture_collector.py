@@ -1,0 +1,125 @@
+"""KeyframeCollector: throttling, blur, colour/depth pairing by stamp, waiting for poses, bounds."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from showroom_ros.capture.collector import CollectorConfig, KeyframeCollector
+from showroom_ros.capture.keyframes import KeyframeBuffer, KeyframeSelectorConfig
+from showroom_ros.geometry.camera import CameraIntrinsics
+
+MS = 1_000_000
+
+
+def _textured(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    return cv2.resize(small, (640, 480), interpolation=cv2.INTER_NEAREST)
+
+
+def _pose(x: float) -> np.ndarray:
+    pose = np.eye(4)
+    pose[0, 3] = x
+    return pose
+
+
+class Poses:
+    """A pose source keyed by stamp, as the node's topic/TF lookups are."""
+
+    def __init__(self):
+        self.by_stamp: dict[int, np.ndarray] = {}
+
+    def __call__(self, camera: int, stamp_ns: int, frame_id: str):
+        return self.by_stamp.get(stamp_ns)
+
+
+def _collector(poses=None, **config) -> KeyframeCollector:
+    cfg = CollectorConfig(selector=KeyframeSelectorConfig(min_translation=0.15), **config)
+    collector = KeyframeCollector(cfg, KeyframeBuffer(3), poses or (lambda *a: None))
+    collector.set_intrinsics(0, CameraIntrinsics(525, 525, 320, 240, 640, 480))
+    return collector
+
+
+def test_throttle_decides_before_decoding():
+    collector = _collector(evaluation_period_ns=200 * MS)
+    assert collector.should_evaluate(0, 0)
+    collector.add_image(0, 0, _textured(), "cam", now_ns=0)
+    assert not collector.should_evaluate(0, 100 * MS)
+    assert collector.should_evaluate(0, 200 * MS)
+
+
+def test_blurred_frame_is_rejected_and_sharp_frame_accepted():
+    collector = _collector()
+    blurred = cv2.GaussianBlur(_textured(), (0, 0), 8)
+    outcome = collector.add_image(0, 1, blurred, "cam", now_ns=0)
+    assert outcome.kind == "rejected" and "blur" in outcome.reason.lower()
+    assert collector.add_image(0, 2, _textured(), "cam", now_ns=1).kind == "accepted"
+    assert len(collector.buffer) == 1
+
+
+def test_colour_waits_for_matching_depth_then_pairs():
+    collector = _collector(use_depth=True, sync_slop_ns=20 * MS, wait_timeout_ns=500 * MS)
+    depth = np.full((480, 640), 2.0, np.float32)
+    collector.add_depth(0, 1000 * MS - 100 * MS, depth, now_ns=0)  # too far from the colour stamp
+    waiting = collector.add_image(0, 1000 * MS, _textured(), "cam", now_ns=0)
+    assert waiting.kind == "waiting" and "depth" in waiting.reason
+    outcomes = collector.add_depth(0, 1000 * MS + 5 * MS, depth, now_ns=10 * MS)
+    assert [o.kind for o in outcomes] == ["accepted"]
+    keyframe = collector.buffer.last
+    assert keyframe.depth is depth and keyframe.stamp_ns == 1000 * MS
+
+
+def test_frame_without_depth_or_pose_expires_with_a_reason():
+    poses = Poses()
+    collector = _collector(poses, use_depth=True, require_pose=True, wait_timeout_ns=300 * MS)
+    assert collector.add_image(0, 5, _textured(), "cam", now_ns=0).kind == "waiting"
+    assert collector.poll(now_ns=100 * MS)[0].kind == "waiting"
+    expired = collector.poll(now_ns=400 * MS)
+    assert expired[0].kind == "rejected"
+    assert "no depth image" in expired[0].reason and "camera pose" in expired[0].reason
+    assert collector.poll(now_ns=500 * MS) == [] and len(collector.buffer) == 0
+
+
+def test_motion_is_required_between_keyframes_and_buffer_is_bounded():
+    poses = Poses()
+    collector = _collector(poses, require_pose=True)
+    stamps_and_x = [(1, 0.0), (2, 0.05), (3, 0.3), (4, 0.6), (5, 0.9)]
+    kinds = []
+    for stamp, x in stamps_and_x:
+        poses.by_stamp[stamp] = _pose(x)
+        kinds.append(collector.add_image(0, stamp, _textured(stamp), "cam", now_ns=stamp).kind)
+    assert kinds == ["accepted", "rejected", "accepted", "accepted", "rejected"]
+    assert collector.buffer.is_full
+    assert [k.pose[0, 3] for k in collector.buffer] == [0.0, 0.3, 0.6]
+    collector.clear()
+    assert len(collector.buffer) == 0
+
+
+def test_camera_index_is_checked():
+    collector = _collector()
+    with pytest.raises(ValueError, match="camera index 3"):
+        collector.should_evaluate(3, 0)
+
+
+def test_a_view_already_in_the_buffer_is_not_added_twice():
+    poses = Poses()
+    collector = _collector(poses, require_pose=True)
+    for stamp, x in [(1, 0.0), (2, 0.5), (3, 0.02)]:  # comes back next to the first keyframe
+        poses.by_stamp[stamp] = _pose(x)
+        outcome = collector.add_image(0, stamp, _textured(stamp), "cam", now_ns=stamp)
+    assert outcome.kind == "rejected" and "too close" in outcome.reason
+    assert len(collector.buffer) == 2
+
+
+def test_depth_with_its_own_camera_waits_for_that_camera_info():
+    collector = _collector(use_depth=True, separate_depth_camera=True, wait_timeout_ns=500 * MS)
+    depth = np.full((480, 640), 2.0, np.float32)
+    collector.add_depth(0, 10, depth, now_ns=0)
+    waiting = collector.add_image(0, 10, _textured(), "cam", now_ns=0)
+    assert waiting.kind == "waiting" and "depth CameraInfo" in waiting.reason
+    depth_camera = CameraIntrinsics(585, 585, 320, 240, 640, 480)
+    collector.set_intrinsics(0, depth_camera, depth=True)
+    assert [o.kind for o in collector.poll(now_ns=10 * MS)] == ["accepted"]
+    assert collector.buffer.last.depth_intrinsics == depth_camera
