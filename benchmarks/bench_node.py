@@ -8,6 +8,11 @@
    keyframes (the same image over and over: no motion), over 20 s.
 3. Trigger -> mesh published for the 5 demo keyframes (the node's own measure, ~/status),
    with the per-stage seconds of the pipeline.
+4. Publish path (issue 13 item 4): a 100k-triangle MarkerArray and a 300k-point PointCloud2 built as
+   serialized CDR from numpy and published (a subscriber in another node), median of 20; beside it
+   the old path through rclpy message classes (one Python object per vertex), median of 3.
+
+    python benchmarks/bench_node.py --only publish      (section 4 alone: seconds, no node process)
 """
 
 from __future__ import annotations
@@ -107,11 +112,80 @@ def bench_idle_cpu(seconds: float, workdir: Path) -> tuple[float, int]:
     return 100.0 * used / wall, received
 
 
+def _sphere_mesh(triangles: int):
+    """A coloured mesh with about ``triangles`` triangles (the size the node publishes to RViz)."""
+    import open3d as o3d
+
+    from showroom_ros.reconstruction.result import TriangleMesh
+
+    resolution = int(np.sqrt(triangles / 2)) + 1
+    sphere = o3d.geometry.TriangleMesh.create_sphere(radius=1.0, resolution=resolution)
+    vertices = np.asarray(sphere.vertices, dtype=np.float32)
+    faces = np.asarray(sphere.triangles, dtype=np.int32)[:triangles]
+    colors = np.random.default_rng(0).integers(0, 256, (len(vertices), 3), dtype=np.uint8)
+    return TriangleMesh(vertices=vertices, triangles=faces, vertex_colors=colors)
+
+
+def bench_publish(repeats: int = 20) -> dict[str, float]:
+    """Median ms to build + publish the mesh markers and the cloud, serialized vs message classes."""
+    from sensor_msgs.msg import PointCloud2
+    from visualization_msgs.msg import MarkerArray
+
+    from showroom_ros.io.message_layout import DISPLAY_MAX_TRIANGLES
+
+    mesh = _sphere_mesh(DISPLAY_MAX_TRIANGLES)
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(300_000, 3)).astype(np.float32)
+    colors = rng.integers(0, 256, (300_000, 3), dtype=np.uint8)
+    publisher_node, listener = Node("bench_publish"), Node("bench_listen")
+    mesh_pub = publisher_node.create_publisher(MarkerArray, "/bench/mesh", 1)
+    cloud_pub = publisher_node.create_publisher(PointCloud2, "/bench/cloud", 1)
+    listener.create_subscription(MarkerArray, "/bench/mesh", lambda _: None, 1, raw=True)
+    listener.create_subscription(PointCloud2, "/bench/cloud", lambda _: None, 1, raw=True)
+    header = Header(frame_id="map")
+
+    def median_ms(action, count: int) -> float:
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            action()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+
+    results = {
+        "mesh serialized": median_ms(lambda: mesh_pub.publish(conv.mesh_to_markers_serialized(mesh, header)), repeats),
+        "cloud serialized": median_ms(
+            lambda: cloud_pub.publish(conv.points_to_cloud_serialized(points, colors, header)), repeats
+        ),
+        "mesh message classes": median_ms(lambda: mesh_pub.publish(conv.mesh_to_markers(mesh, header)), 3),
+        "cloud message classes": median_ms(lambda: cloud_pub.publish(conv.points_to_cloud(points, colors, header)), 3),
+    }
+    results["triangles"] = float(len(mesh.triangles))
+    publisher_node.destroy_node()
+    listener.destroy_node()
+    return results
+
+
+def print_publish() -> None:
+    r = bench_publish()
+    print(
+        f"4. publish, {int(r['triangles'])}-triangle MarkerArray built+published: {r['mesh serialized']:.1f} ms "
+        f"serialized from numpy (message classes: {r['mesh message classes']:.0f} ms); 300k-point PointCloud2: "
+        f"{r['cloud serialized']:.2f} ms serialized (message classes: {r['cloud message classes']:.1f} ms)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--only", choices=["publish"], help="run one section only")
     args = parser.parse_args()
     export_ros_environment()
+    if args.only == "publish":
+        rclpy.init()
+        print_publish()
+        rclpy.try_shutdown()
+        return
     cold, steady = bench_cloud_build()
     print(
         f"1. PointCloud2 build, 300k points: {steady:.2f} ms steady state ({cold:.2f} ms over the first 30 builds "
@@ -121,6 +195,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         cpu, _ = bench_idle_cpu(args.seconds, Path(workdir))
     print(f"2. node CPU at 30 Hz 640x480 without keyframes: {cpu:.1f} % of one core")
+    print_publish()
     rclpy.try_shutdown()
     from showroom_ros.ros.demo import run_demo
 

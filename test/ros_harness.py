@@ -67,3 +67,144 @@ def ros_init_for_tests() -> None:
     export_ros_environment()
     if not rclpy.ok():
         rclpy.init()
+
+
+# --- seeded generators of hostile messages (conversion property tests, node fuzzing) ----------------
+
+_WILD_FLOATS = (
+    float("nan"), float("inf"), -float("inf"), 0.0, -0.0, -1.0, 1.0, 1e308, -1e308, 5e-324, 1e-7, 3.4e38, 1e12
+)
+_WILD_UINTS = (0, 1, 2, 3, 7, 48, 64, 480, 640, 65_535, 65_536, 65_537, 2**31 - 1, 2**31, 2**32 - 1)
+_WILD_STRINGS = (
+    "", " ", "/", "map", "odom", "camera_color_optical_frame", "/camera_color_optical_frame", "a" * 300,
+    "\u00e9\u4e2d\U0001f600", "frame with spaces", "..", "\t\n",
+)
+WILD_ENCODINGS = (
+    "rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "8UC4", "mono16", "16UC1", "32FC1",
+    "yuv422", "uyvy", "yuyv", "yuv422_yuy2", "bayer_rggb8", "jpeg", "", " rgb8 ", "rgb16", "\u00e9",
+)
+MESSAGE_KINDS = ("image", "compressed", "depth", "compressed_depth", "info", "pose")
+
+
+def wild_float(rng: Any, plausible: float = 1.0) -> float:
+    """Half the time a hostile value (NaN, inf, huge, tiny, negative), else a plausible one."""
+    if rng.random() < 0.5:
+        return float(_WILD_FLOATS[rng.integers(len(_WILD_FLOATS))])
+    return float(plausible * rng.uniform(-2.0, 2.0))
+
+
+def wild_uint(rng: Any, plausible: int) -> int:
+    return int(_WILD_UINTS[rng.integers(len(_WILD_UINTS))]) if rng.random() < 0.4 else plausible
+
+
+def wild_string(rng: Any, plausible: str) -> str:
+    if rng.random() < 0.4:
+        return _WILD_STRINGS[rng.integers(len(_WILD_STRINGS))]
+    return plausible
+
+
+def wild_stamp(rng: Any, now_ns: int) -> Any:
+    """Zero, past, future, random or now (callers publishing in sequence also get out-of-order)."""
+    from builtin_interfaces.msg import Time
+
+    choice = rng.integers(6)
+    if choice == 0:
+        return Time()
+    if choice == 1:
+        return Time(sec=int(rng.integers(-(2**31), 2**31)), nanosec=int(rng.integers(0, 2**32)))
+    offset = {2: -10**12, 3: 10**12, 4: int(rng.integers(-(10**9), 10**9)), 5: 0}[int(choice)]
+    ns = max(0, now_ns + offset)
+    return Time(sec=ns // 1_000_000_000 % 2**31, nanosec=ns % 1_000_000_000)
+
+
+def _wild_header(rng: Any, now_ns: int, frame: str) -> Any:
+    from std_msgs.msg import Header
+
+    return Header(stamp=wild_stamp(rng, now_ns), frame_id=wild_string(rng, frame))
+
+
+def _wild_bytes(rng: Any, length: int) -> bytes:
+    import numpy as np
+
+    return rng.integers(0, 256, max(0, length), dtype=np.uint8).tobytes()
+
+
+def random_message(kind: str, rng: Any, now_ns: int = 0) -> Any:
+    """A message of ``kind`` (see MESSAGE_KINDS) with any value in every field, drawn from ``rng``."""
+    import struct
+
+    import cv2
+    import numpy as np
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    frame = "camera_color_optical_frame"
+    if kind in ("image", "depth"):
+        height, width = int(rng.integers(1, 49)), int(rng.integers(1, 65))
+        encoding = (
+            WILD_ENCODINGS[rng.integers(len(WILD_ENCODINGS))]
+            if rng.random() < 0.5
+            else ("rgb8" if kind == "image" else ("16UC1", "32FC1")[rng.integers(2)])
+        )
+        bpp = {"16UC1": 2, "mono16": 2, "32FC1": 4, "rgb8": 3, "bgr8": 3}.get(encoding, int(rng.integers(1, 5)))
+        step = wild_uint(rng, width * bpp)
+        length = step * height if step * height < 1 << 16 else int(rng.integers(0, 1 << 12))
+        length = length if rng.random() < 0.7 else int(rng.integers(0, length + 16))
+        data = _wild_bytes(rng, length)
+        if encoding == "32FC1" and rng.random() < 0.5 and length % 4 == 0:
+            with np.errstate(over="ignore"):
+                floats = np.array([wild_float(rng, 3.0) for _ in range(16)]).astype(np.float32)
+            data = np.resize(floats, length // 4).astype("<f4").tobytes()
+        return Image(
+            header=_wild_header(rng, now_ns, frame),
+            height=wild_uint(rng, height),
+            width=wild_uint(rng, width),
+            encoding=encoding,
+            is_bigendian=int(rng.integers(0, 2)) if rng.random() < 0.9 else int(rng.integers(0, 256)),
+            step=step,
+            data=data,
+        )
+    if kind in ("compressed", "compressed_depth"):
+        height, width = int(rng.integers(1, 33)), int(rng.integers(1, 33))
+        variant = int(rng.integers(4))
+        if variant == 0:
+            data = _wild_bytes(rng, int(rng.integers(0, 300)))
+        else:
+            depth = kind == "compressed_depth"
+            pixels = rng.integers(0, 65_535 if depth else 255, (height, width) if depth else (height, width, 3))
+            pixels = pixels.astype(np.uint16 if depth else np.uint8)
+            _, encoded = cv2.imencode(".png" if depth or variant == 1 else ".jpg", pixels)
+            data = encoded.tobytes()
+            if variant == 3:
+                data = data[: int(rng.integers(0, len(data) + 1))]
+            if depth and rng.random() < 0.8:
+                with np.errstate(over="ignore"):  # huge doubles become float32 inf, as a sender's would
+                    quant = np.array([wild_float(rng), wild_float(rng)]).astype("<f4")
+                data = struct.pack("<i", int(rng.integers(-3, 3))) + quant.tobytes() + data
+        formats = ("16UC1; compressedDepth png", "32FC1; compressedDepth png", "rgb8; jpeg compressed bgr8", "png", "")
+        return CompressedImage(
+            header=_wild_header(rng, now_ns, frame),
+            format=wild_string(rng, formats[rng.integers(len(formats))]),
+            data=data,
+        )
+    if kind == "info":
+        k = [50.0, 0.0, 32.0, 0.0, 50.0, 24.0, 0.0, 0.0, 1.0]
+        for index in rng.choice(9, size=int(rng.integers(0, 4)), replace=False):
+            k[int(index)] = wild_float(rng, 100.0)
+        return CameraInfo(
+            header=_wild_header(rng, now_ns, frame),
+            width=wild_uint(rng, 64),
+            height=wild_uint(rng, 48),
+            distortion_model=wild_string(rng, "plumb_bob"),
+            d=[wild_float(rng, 0.1) if rng.random() < 0.2 else 0.0 for _ in range(int(rng.integers(0, 15)))],
+            k=k,
+            r=[wild_float(rng) if rng.random() < 0.1 else float(v) for v in np.eye(3).ravel()],
+            p=[wild_float(rng, 50.0) if rng.random() < 0.1 else 0.0 for _ in range(12)],
+        )
+    if kind == "pose":
+        msg = PoseStamped(header=_wild_header(rng, now_ns, "map"))
+        p, q = msg.pose.position, msg.pose.orientation
+        p.x, p.y, p.z = (wild_float(rng, 3.0) if rng.random() < 0.3 else float(rng.normal()) for _ in range(3))
+        q.x, q.y, q.z, q.w = (wild_float(rng) if rng.random() < 0.3 else float(rng.normal()) for _ in range(4))
+        return msg
+    raise ValueError(f"unknown message kind {kind!r}")

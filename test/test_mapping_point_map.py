@@ -7,6 +7,7 @@ overlap alignment puts it back where the ground truth says.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,41 @@ def test_clear_empties_the_map(halves):
     assert world.is_empty and world.num_points == 0 and world.as_reconstruction() is None
     with pytest.raises(ValueError, match="empty"):
         world.merge(_cloud(np.zeros((0, 3))))
+
+
+def _static_scene_view(rng: np.random.Generator, count: int = 6000) -> Reconstruction:
+    """One noisy RGB-D-like view of a fixed room corner (floor + two walls), like a robot re-observing it."""
+    u = rng.uniform(0.0, 1.0, (count, 2))
+    which = rng.integers(0, 3, count)[:, None]
+    corner = np.array([0.3137, 0.4211, 0.2719])  # walls off the grid lines, as real surfaces are
+    points = np.where(
+        which == 0,
+        np.c_[u, np.full(count, corner[2])],
+        np.where(which == 1, np.c_[u[:, 0], np.full(count, corner[1]), u[:, 1]], np.c_[np.full(count, corner[0]), u]),
+    )
+    points = points + rng.normal(0.0, 0.004, points.shape)
+    return replace(
+        _cloud(points),
+        colors=rng.integers(0, 256, (count, 3), dtype=np.uint8),
+        confidence=rng.uniform(0.2, 1.0, count).astype(np.float32),
+    )
+
+
+def test_merging_views_again_never_adds_points_and_the_map_is_the_covered_cells():
+    """Issue 14 defect 12: ~/map kept growing on a static scene (the voxel grid moved with every merge)."""
+    voxel = 0.02
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        views = [_static_scene_view(np.random.default_rng([seed, i])) for i in range(int(rng.integers(2, 5)))]
+        point_map = AccumulatedMap(MapConfig(voxel_size=voxel))
+        for view in views:
+            point_map.merge(view)
+        size = point_map.num_points
+        covered = np.unique(np.floor(np.concatenate([v.points for v in views]).astype(np.float64) / voxel), axis=0)
+        assert size == len(covered), f"seed {seed}: {size} points for {len(covered)} covered cells"
+        for index in rng.permutation(len(views)).tolist() + rng.integers(0, len(views), 4).tolist():
+            point_map.merge(views[index])
+            grown = point_map.num_points
+            assert grown == size, f"seed {seed}: re-merging view {index} grew the map from {size} to {grown}"
+        merged = point_map.as_reconstruction()
+        assert len(np.unique(np.floor(merged.points.astype(np.float64) / voxel), axis=0)) == size, f"seed {seed}"

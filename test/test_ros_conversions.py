@@ -196,3 +196,173 @@ def test_pose_to_transform_keeps_the_pose(header):
         Pose(position=type(Pose().position)(x=t.x, y=t.y, z=t.z), orientation=transform.transform.rotation)
     )
     np.testing.assert_allclose(back, matrix, atol=1e-12)
+
+
+# --- property tests: any value in any field either converts to a valid value or raises MessageError ---
+
+_PROPERTY_SEED = 20261203
+_PROPERTY_CASES = 1500
+
+
+def _check_every_generated(kind: str, convert) -> None:
+    """Run ``convert`` on generated messages; anything but a valid value or MessageError fails with the seed."""
+    from ros_harness import random_message
+
+    from showroom_ros.ros.conversions import MessageError
+
+    for case in range(_PROPERTY_CASES):
+        seed = _PROPERTY_SEED + case
+        msg = random_message(kind, np.random.default_rng(seed), now_ns=1_700_000_000 * 10**9)
+        try:
+            convert(msg)
+        except MessageError as error:
+            assert str(error), f"empty MessageError for {kind} seed {seed}"
+        except Exception as error:  # exactly what the property forbids
+            raise AssertionError(f"{kind} seed {seed}: {type(error).__name__}: {error}\n{msg}") from error
+
+
+def test_any_image_message_decodes_or_raises_message_error():
+    from showroom_ros.ros.conversions import image_to_rgb
+
+    def convert(msg):
+        rgb = image_to_rgb(msg)
+        assert rgb.dtype == np.uint8 and rgb.shape == (msg.height, msg.width, 3)
+
+    _check_every_generated("image", convert)
+
+
+def test_any_depth_message_decodes_or_raises_message_error():
+    from showroom_ros.ros.conversions import depth_image_to_array
+
+    def convert(msg):
+        depth = depth_image_to_array(msg)
+        assert depth.shape == (msg.height, msg.width) and depth.dtype in (np.uint16, np.float32)
+
+    _check_every_generated("depth", convert)
+
+
+def test_any_compressed_message_decodes_or_raises_message_error():
+    from showroom_ros.ros.conversions import compressed_depth_to_array, compressed_to_rgb
+
+    def colour(msg):
+        rgb = compressed_to_rgb(msg)
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+
+    def depth(msg):
+        values = compressed_depth_to_array(msg)
+        assert values.ndim == 2 and values.dtype in (np.uint16, np.float32)
+
+    _check_every_generated("compressed", colour)
+    _check_every_generated("compressed_depth", depth)
+
+
+def test_any_camera_info_converts_or_raises_message_error():
+    """Defect 1 of issue 14: a NaN in K raised ValueError from CameraIntrinsics and killed the node."""
+    from showroom_ros.ros.conversions import camera_info_to_intrinsics
+
+    def convert(msg):
+        intrinsics = camera_info_to_intrinsics(msg)
+        values = [intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy]
+        assert all(np.isfinite(values)) and intrinsics.fx > 0 and intrinsics.fy > 0
+        assert (intrinsics.width, intrinsics.height) == (msg.width, msg.height)
+
+    _check_every_generated("info", convert)
+
+
+def test_nan_or_inf_in_k_is_a_message_error_not_a_value_error(header):
+    from sensor_msgs.msg import CameraInfo
+
+    from showroom_ros.ros.conversions import MessageError, camera_info_to_intrinsics
+
+    for index in (0, 2, 4, 5):
+        for bad in (float("nan"), float("inf")):
+            k = [525.0, 0.0, 320.0, 0.0, 525.0, 240.0, 0.0, 0.0, 1.0]
+            k[index] = bad
+            with pytest.raises(MessageError):
+                camera_info_to_intrinsics(CameraInfo(header=header, width=640, height=480, k=k))
+
+
+def test_any_pose_converts_or_raises_message_error():
+    from showroom_ros.ros.conversions import pose_to_matrix
+
+    def convert(msg):
+        matrix = pose_to_matrix(msg.pose)
+        assert matrix.shape == (4, 4) and np.all(np.isfinite(matrix))
+        rotation = matrix[:3, :3]
+        assert np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6)
+        assert np.isclose(np.linalg.det(rotation), 1.0, atol=1e-6)
+
+    _check_every_generated("pose", convert)
+
+
+# --- serialized publishing (issue 13 item 4, issue 14 defect 12) ---------------------------------
+
+
+def _assert_same_wire_message(ours: bytes, reference, msg_type) -> None:
+    """``ours`` deserializes to exactly ``reference`` and matches its CDR bytes but for padding.
+
+    Fast-CDR leaves its alignment padding uninitialised, so two serializations of one message can
+    differ there; every other byte must be identical, and our padding is zero.
+    """
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    assert deserialize_message(ours, msg_type) == reference
+    theirs = serialize_message(reference)
+    assert len(ours) == len(theirs)
+    a, b = np.frombuffer(ours, np.uint8), np.frombuffer(theirs, np.uint8)
+    differing = np.flatnonzero(a != b)
+    assert np.all(a[differing] == 0), f"non-padding bytes differ at {differing[:10]}"
+
+
+def test_serialized_cloud_matches_the_message_class_for_generated_clouds():
+    from builtin_interfaces.msg import Time
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import Header
+
+    from showroom_ros.ros.conversions import points_to_cloud, points_to_cloud_serialized
+
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        count = int(rng.choice([0, 1, 2, 3, 5, 17, int(rng.integers(0, 5000))]))
+        points = (rng.normal(size=(count, 3)) * 10 ** rng.uniform(-3, 3)).astype(np.float32)
+        colors = rng.integers(0, 256, (count, 3), dtype=np.uint8)
+        frame = ["", "map", "x" * int(rng.integers(0, 9)), "\u00e9t\u00e9"][seed % 4]
+        stamp = Time(sec=int(rng.integers(0, 2**31)), nanosec=int(rng.integers(0, 10**9)))
+        header = Header(frame_id=frame, stamp=stamp)
+        try:
+            _assert_same_wire_message(
+                points_to_cloud_serialized(points, colors, header), points_to_cloud(points, colors, header), PointCloud2
+            )
+        except AssertionError as error:
+            raise AssertionError(f"seed {seed}: {error}") from error
+
+
+def test_serialized_markers_match_the_message_class_for_generated_meshes():
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    from visualization_msgs.msg import MarkerArray
+
+    from showroom_ros.reconstruction.result import TriangleMesh
+    from showroom_ros.ros.conversions import mesh_to_markers, mesh_to_markers_clear, mesh_to_markers_serialized
+
+    for seed in range(25):
+        rng = np.random.default_rng(seed)
+        vertices = int(rng.integers(3, 400))
+        triangles = int(rng.choice([0, 1, 2, int(rng.integers(0, 700))]))
+        mesh = TriangleMesh(
+            vertices=rng.normal(size=(vertices, 3)).astype(np.float32),
+            triangles=rng.integers(0, vertices, (triangles, 3)).astype(np.int32),
+            vertex_colors=rng.integers(0, 256, (vertices, 3), dtype=np.uint8),
+        )
+        per_marker = int(rng.integers(1, 300))
+        header = Header(frame_id=["map", "", "showroom"][seed % 3], stamp=Time(sec=seed, nanosec=seed * 7))
+        try:
+            _assert_same_wire_message(
+                mesh_to_markers_serialized(mesh, header, max_triangles_per_marker=per_marker),
+                mesh_to_markers(mesh, header, max_triangles_per_marker=per_marker),
+                MarkerArray,
+            )
+            clear = mesh_to_markers_serialized(None, header)
+            _assert_same_wire_message(clear, mesh_to_markers_clear(header), MarkerArray)
+        except AssertionError as error:
+            raise AssertionError(f"seed {seed}: {error}") from error

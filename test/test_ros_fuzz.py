@@ -1,156 +1,153 @@
-"""A few hundred malformed messages, then a valid set: the node must survive and still reconstruct."""
+"""Generative fuzzing through the running node: thousands of hostile messages, then a valid set.
+
+Every subscribed message type (colour Image or CompressedImage, depth Image or compressedDepth, both
+CameraInfos, PoseStamped) gets messages with any value in every field (sizes, steps, encodings, data
+lengths, NaN/inf/negative/huge floats, empty or odd frame ids, stamps zero/past/future/out of order),
+drawn from a seeded generator (ros_harness.random_message). The node must stay up, print no traceback,
+and still reconstruct a valid keyframe set afterwards. The seed is printed on failure.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 import pytest
-from ros_harness import REPO_ROOT, NodeProcess, call_service, requires_ros, ros_init_for_tests, spin_until
+from ros_harness import (
+    REPO_ROOT,
+    NodeProcess,
+    call_service,
+    random_message,
+    requires_ros,
+    ros_init_for_tests,
+    spin_until,
+)
 
 pytestmark = [requires_ros, pytest.mark.ros]
 
+MESSAGES = int(os.environ.get("SHOWROOM_FUZZ_MESSAGES", "5000"))
+SEED = int(os.environ.get("SHOWROOM_FUZZ_SEED", "14"))
+RATE = 400.0
 
-def _malformed_messages(rng: np.random.Generator):
-    """(topic kind, message) pairs covering every bad-input class the issue lists."""
+
+def _publishers(client, compressed: bool) -> dict:
+    """One publisher per subscribed topic of the node, keyed by the generator's message kind."""
     from geometry_msgs.msg import PoseStamped
-    from sensor_msgs.msg import CameraInfo, Image
-    from std_msgs.msg import Header
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-    from showroom_ros.geometry.camera import CameraIntrinsics
-    from showroom_ros.ros.conversions import intrinsics_to_camera_info, mono_to_image, rgb_to_image
-
-    def header():
-        return Header(frame_id="camera_color_optical_frame", stamp=Time_now())
-
-    good_rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    cases = []
-    for encoding in ("rgb8", "bgr8", "mono8", "16UC1", "32FC1", "bayer_rggb8", "jpeg", "", "rgb16"):
-        msg = rgb_to_image(good_rgb, header())
-        msg.encoding = encoding
-        cases.append(("image", msg))
-    truncated = rgb_to_image(good_rgb, header())
-    truncated.data = truncated.data[: len(truncated.data) // 2]
-    cases.append(("image", truncated))
-    cases.append(("image", Image(header=header(), height=0, width=0, encoding="rgb8", step=0)))
-    small_step = rgb_to_image(good_rgb, header())
-    small_step.step = 10
-    cases.append(("image", small_step))
-    cases.append(("image", rgb_to_image(np.zeros((480, 640, 3), np.uint8), header())))  # size != CameraInfo
-    for depth in (
-        np.full((480, 640), np.nan, np.float32),
-        np.full((480, 640), np.inf, np.float32),
-        np.zeros((480, 640), np.uint16),
-        rng.random((7, 9)).astype(np.float32),
-    ):
-        cases.append(("depth", mono_to_image(depth, header())))
-    wrong_depth = mono_to_image(np.zeros((480, 640), np.uint8), header())
-    cases.append(("depth", wrong_depth))
-    truncated_depth = mono_to_image(np.ones((480, 640), np.uint16), header())
-    truncated_depth.data = truncated_depth.data[:100]
-    cases.append(("depth", truncated_depth))
-    cases.append(("info", CameraInfo(header=header(), width=640, height=480)))  # K all zero
-    bad_info = intrinsics_to_camera_info(CameraIntrinsics(525, 525, 320, 240, 640, 480), header())
-    bad_info.width = 0
-    cases.append(("info", bad_info))
-    zero_quaternion = PoseStamped(header=Header(frame_id="map", stamp=Time_now()))
-    zero_quaternion.pose.orientation.w = 0.0
-    cases.append(("pose", zero_quaternion))
-    nan_pose = PoseStamped(header=Header(frame_id="map", stamp=Time_now()))
-    nan_pose.pose.orientation.w = 1.0
-    nan_pose.pose.position.x = float("nan")
-    cases.append(("pose", nan_pose))
-    wrong_frame = PoseStamped(header=Header(frame_id="odom", stamp=Time_now()))
-    wrong_frame.pose.orientation.w = 1.0
-    cases.append(("pose", wrong_frame))
-    return cases
+    # Reliable, keep-all: no generated message is dropped on the sending side.
+    qos = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
+    if compressed:
+        colour = ("compressed", client.create_publisher(CompressedImage, "/camera/color/image_raw/compressed", qos))
+        depth = (
+            "compressed_depth",
+            client.create_publisher(CompressedImage, "/camera/depth/image_raw/compressedDepth", qos),
+        )
+    else:
+        colour = ("image", client.create_publisher(Image, "/camera/color/image_raw", qos))
+        depth = ("depth", client.create_publisher(Image, "/camera/depth/image_raw", qos))
+    return {
+        "colour": colour,
+        "depth": depth,
+        "info": ("info", client.create_publisher(CameraInfo, "/camera/color/camera_info", qos)),
+        "depth_info": ("info", client.create_publisher(CameraInfo, "/camera/depth/camera_info", qos)),
+        "pose": ("pose", client.create_publisher(PoseStamped, "/camera/pose", qos)),
+    }
 
 
-def Time_now():
-    from builtin_interfaces.msg import Time
-
-    ns = time.time_ns()
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
-def test_fuzzed_inputs_leave_the_node_running_and_a_valid_set_still_reconstructs(tmp_path):
-    from geometry_msgs.msg import PoseStamped
-    from rclpy.node import Node
-    from sensor_msgs.msg import CameraInfo, Image
+def _reset_when_idle(client, node, timeout: float = 90.0) -> None:
+    """~/reset, retried while a reconstruction (started by fuzzed or replayed frames) still runs."""
     from std_srvs.srv import Trigger
 
-    from showroom_ros.geometry.camera import CameraIntrinsics
+    deadline = time.monotonic() + timeout
+    while True:
+        response = call_service(client, Trigger, "/showroom/reset", Trigger.Request())
+        if response.success or time.monotonic() > deadline:
+            break
+        spin_until(client, lambda: False, 0.5)
+    assert response.success, f"{response.message}\n{node.log()}"
+
+
+@pytest.mark.parametrize("transport", ["raw", "compressed"])
+def test_generated_hostile_messages_leave_the_node_running_and_a_valid_set_still_reconstructs(tmp_path, transport):
+    from rclpy.node import Node
+
     from showroom_ros.msg import ReconstructionStatus
-    from showroom_ros.ros.conversions import intrinsics_to_camera_info
     from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
     from showroom_ros.srv import Reconstruct
 
+    compressed = transport == "compressed"
+    seed = SEED + (1 if compressed else 0)
     ros_init_for_tests()
-    client = Node("showroom_fuzzer")
+    client = Node(f"showroom_fuzzer_{transport}")
     params = {
         **SHOWROOM_PARAMETERS_FOR_REPLAY,
-        "evaluation_rate_hz": 60.0,
+        "image_transport": transport,
+        "evaluation_rate_hz": 60.0,  # the most decoding the node allows
         "wait_timeout": 0.3,
         "output_dir": str(tmp_path / "out"),
         "autosave": False,
         "build_mesh": False,  # the mesh is tested elsewhere; Poisson is the slowest stage
     }
     node = NodeProcess("showroom_node", params, tmp_path, REPO_ROOT / "config" / "showroom.yaml")
+    context = f"(seed {seed}, transport {transport}; rerun with SHOWROOM_FUZZ_SEED={SEED})"
     try:
         statuses: list = []
         client.create_subscription(ReconstructionStatus, "/showroom/status", statuses.append, 10)
-        publishers = {
-            "image": client.create_publisher(Image, "/camera/color/image_raw", 10),
-            "depth": client.create_publisher(Image, "/camera/depth/image_raw", 10),
-            "info": client.create_publisher(CameraInfo, "/camera/color/camera_info", 10),
-            "pose": client.create_publisher(PoseStamped, "/camera/pose", 10),
-        }
-        assert spin_until(client, lambda: publishers["image"].get_subscription_count() > 0, 30), node.log()
-        # The valid CameraInfo first, so image checks past the "no CameraInfo" stage are reached too.
-        publishers["info"].publish(intrinsics_to_camera_info(CameraIntrinsics(50, 50, 32, 24, 64, 48), _header()))
-        rng = np.random.default_rng(0)
-        # Best-effort inputs may drop some of a burst, so rounds of every malformed case go out until
-        # at least 300 were sent and the node has warned about each kind (bounded: 90 s).
-        expected = ("unsupported image encoding", "truncated", "empty", "no calibration", "bad pose")
-        sent, deadline = 0, time.monotonic() + 90
-        while time.monotonic() < deadline:
-            for kind, msg in _malformed_messages(rng):
-                publishers[kind].publish(msg)
-                sent += 1
-                rclpy_spin(client, 0.01)
-            if sent >= 300 and all(text in node.log() for text in expected):
-                break
-        assert spin_until(client, lambda: bool(statuses) and statuses[-1].frames_rejected >= 50, 20), node.log()
-        assert node.alive(), node.log()
-        log = node.log()
-        for text in expected:
-            assert text in log, f"no warning mentioning '{text}'"
-
+        publishers = _publishers(client, compressed)
+        assert spin_until(
+            client, lambda: all(p.get_subscription_count() > 0 for _, p in publishers.values()), 30
+        ), node.log()
+        rng = np.random.default_rng(seed)
+        names = list(publishers)
+        now_ns = time.time_ns()
+        colour_sent, started = 0, time.monotonic()
+        for index in range(MESSAGES):
+            name = names[int(rng.integers(len(names)))]
+            kind, publisher = publishers[name]
+            # Stamps drift back and forth around "now": out of order as well as zero/past/future.
+            now_ns += int(rng.integers(-(10**8), 10**8))
+            publisher.publish(random_message(kind, rng, now_ns))
+            colour_sent += name == "colour"
+            if index % 50 == 0:
+                # Paced at most RATE messages/s, so the node's receive queues (depth 10) keep up.
+                spin_until(client, lambda: False, max(0.0, started + index / RATE - time.monotonic()))
+                assert node.alive(), f"node died after {index} messages {context}\n{node.log()}"
+        # The node has absorbed the burst when its status reports the rejections (bounded wait).
+        assert spin_until(client, lambda: bool(statuses) and statuses[-1].frames_rejected >= 50, 60), (
+            f"{context}\n{node.log()}"
+        )
+        assert node.alive(), f"{context}\n{node.log()}"
+        # The messages went through the node: it counted most colour messages it was sent (its receive
+        # queue, depth 10, may drop some on a loaded machine: measured 78-100 %).
+        assert spin_until(client, lambda: statuses[-1].frames_received >= 0.5 * colour_sent, 30), (
+            f"node received {statuses[-1].frames_received} of {colour_sent} colour messages {context}"
+        )
+        # Forget whatever the fuzz left (a stray valid CameraInfo or pose), then a valid set must work.
+        _reset_when_idle(client, node)
         replay = NodeProcess(
             "showroom_replay",
-            {"folder": str(REPO_ROOT / "data" / "redkitchen"), "rate_hz": 5.0, "repeat_each": 2, "loop": True},
+            {
+                "folder": str(REPO_ROOT / "data" / "redkitchen"),
+                "rate_hz": 5.0,
+                "repeat_each": 2,
+                "loop": True,
+                "image_transport": transport,
+            },
             tmp_path,
         )
         try:
-            ok = spin_until(client, lambda: statuses[-1].num_points > 0 or not node.alive(), 150)
-            assert node.alive() and ok, f"{statuses[-1]}\n{node.log()}"
+            ok = spin_until(client, lambda: statuses[-1].num_points > 0 or not node.alive(), 120)
+            assert node.alive() and ok, f"{statuses[-1]}\n{context}\n{node.log()}"
         finally:
             replay.stop()
-        assert call_service(client, Trigger, "/showroom/reset", Trigger.Request()).success
+        _reset_when_idle(client, node)
         again = call_service(client, Reconstruct, "/showroom/reconstruct", Reconstruct.Request())
         assert not again.success and "need at least 3 keyframes, have 0" in again.message
+        log = node.log()
+        assert "Traceback" not in log, f"the node printed a traceback {context}\n{log}"
     finally:
         node.stop()
         client.destroy_node()
-
-
-def _header():
-    from std_msgs.msg import Header
-
-    return Header(frame_id="camera_color_optical_frame", stamp=Time_now())
-
-
-def rclpy_spin(node, seconds: float) -> None:
-    import rclpy
-
-    rclpy.spin_once(node, timeout_sec=seconds)

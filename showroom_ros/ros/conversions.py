@@ -24,8 +24,10 @@ from showroom_ros.io.message_layout import (
     CLOUD_DTYPE,
     MESH_NAMESPACE,
     TRIANGLES_PER_MARKER,
+    cloud_cdr,
     cloud_records,
     mesh_marker_chunks,
+    mesh_markers_cdr,
 )
 from showroom_ros.reconstruction.result import TriangleMesh
 
@@ -54,6 +56,11 @@ _IMAGE_LAYOUTS: dict[str, tuple[int, np.dtype]] = {
 }
 COLOR_ENCODINGS = frozenset(_IMAGE_LAYOUTS) - {"mono16", "16UC1", "32FC1"}
 DEPTH_ENCODINGS = frozenset({"16UC1", "mono16", "32FC1"})
+MAX_IMAGE_SIDE = 65_536
+"""Largest image width/height accepted from a message: larger is a corrupt or hostile header."""
+MAX_FOCAL_PX = 1e7
+MAX_POSITION_M = 1e7
+"""Largest |coordinate| accepted in a pose: beyond it float32 clouds lose all precision."""
 
 
 def stamp_to_ns(stamp: Time) -> int:
@@ -75,6 +82,10 @@ def image_to_array(msg: Image) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise MessageError(f"image is empty ({width}x{height})")
+    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
+        raise MessageError(f"image size {width}x{height} is implausible (max side {MAX_IMAGE_SIDE})")
+    if channels == 2 and width % 2:
+        raise MessageError(f"{encoding} packs two pixels per 4 bytes: the width must be even, got {width}")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise MessageError(f"image step {step} is smaller than width x pixel size = {row_bytes} ({encoding})")
@@ -116,7 +127,12 @@ def _to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
         "yuyv": cv2.COLOR_YUV2RGB_YUYV,
     }
     code = conversions[encoding]
-    return np.ascontiguousarray(pixels) if code is None else cv2.cvtColor(pixels, code)
+    if code is None:
+        return np.ascontiguousarray(pixels)
+    try:
+        return cv2.cvtColor(pixels, code)
+    except cv2.error as error:  # OpenCV refuses a layout the checks above did not foresee
+        raise MessageError(f"could not convert a {pixels.shape} {encoding} image to RGB: {error}") from error
 
 
 def depth_image_to_array(msg: Image) -> np.ndarray:
@@ -132,8 +148,11 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     if len(msg.data) == 0:
         raise MessageError("compressed image has no data")
     buffer = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if bgr is None:
+    try:
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    except cv2.error as error:
+        raise MessageError(f"could not decode compressed image (format '{msg.format}'): {error}") from error
+    if bgr is None or bgr.ndim != 3 or bgr.size == 0:
         raise MessageError(f"could not decode compressed image (format '{msg.format}', {len(buffer)} bytes)")
     # image_transport records the source encoding first ("rgb8; jpeg compressed bgr8");
     # OpenCV always hands back BGR, whatever the source order was.
@@ -147,16 +166,23 @@ def compressed_depth_to_array(msg: CompressedImage) -> np.ndarray:
     """Decode image_transport's ``compressedDepth`` (12-byte header + PNG) into raw depth values."""
     data = bytes(msg.data)
     encoding = msg.format.split(";")[0].strip()
+    if encoding not in DEPTH_ENCODINGS:
+        raise MessageError(f"compressedDepth format '{msg.format}' does not name a depth encoding (16UC1, 32FC1)")
     if len(data) <= _COMPRESSED_DEPTH_HEADER.size:
         raise MessageError("compressedDepth message is too short to hold its header and image")
     _, quant_a, quant_b = _COMPRESSED_DEPTH_HEADER.unpack_from(data)
-    decoded = cv2.imdecode(np.frombuffer(data[_COMPRESSED_DEPTH_HEADER.size :], np.uint8), cv2.IMREAD_UNCHANGED)
-    if decoded is None or decoded.ndim != 2:
+    if encoding == "32FC1" and not (np.isfinite(quant_a) and np.isfinite(quant_b)):
+        raise MessageError(f"compressedDepth quantisation parameters are not finite (a={quant_a}, b={quant_b})")
+    try:
+        decoded = cv2.imdecode(np.frombuffer(data[_COMPRESSED_DEPTH_HEADER.size :], np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        raise MessageError(f"could not decode compressedDepth image (format '{msg.format}'): {error}") from error
+    if decoded is None or decoded.ndim != 2 or decoded.size == 0:
         raise MessageError(f"could not decode compressedDepth image (format '{msg.format}')")
     if encoding == "32FC1":
         # 32-bit depth is stored as quantised inverse depth: depth = a / (q - b), q = 0 invalid.
         quantised = decoded.astype(np.float32)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             depth = quant_a / (quantised - quant_b)
         depth[decoded == 0] = np.nan
         return depth.astype(np.float32)
@@ -186,13 +212,33 @@ def depth_to_compressed_depth(depth_mm: np.ndarray, header: Header) -> Compresse
 
 
 def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
-    """CameraInfo's K as intrinsics; an all-zero K (uncalibrated camera) is an error."""
-    k = np.asarray(msg.k, dtype=np.float64)
-    if k.shape != (9,) or k[0] <= 0 or k[4] <= 0:
-        raise MessageError("CameraInfo has no calibration (K is zero): calibrate the camera or set its intrinsics")
-    if msg.width == 0 or msg.height == 0:
+    """CameraInfo's K as intrinsics, every used field checked; bad input raises only MessageError.
+
+    An all-zero K (uncalibrated camera) is an error; so are NaN/inf anywhere in K, D, R or P (a driver
+    that sends them is broken, and one NaN would poison every back-projection).
+    """
+    width, height = int(msg.width), int(msg.height)
+    if width <= 0 or height <= 0:
         raise MessageError("CameraInfo has zero width or height")
-    return CameraIntrinsics.from_matrix(k.reshape(3, 3), int(msg.width), int(msg.height))
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        raise MessageError(f"CameraInfo size {width}x{height} is implausible (max side {MAX_IMAGE_SIDE})")
+    k = np.asarray(msg.k, dtype=np.float64)
+    if k.shape != (9,):
+        raise MessageError(f"CameraInfo K must hold 9 values, got {k.size}")
+    for name in ("k", "d", "r", "p"):
+        values = np.asarray(getattr(msg, name), dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise MessageError(f"CameraInfo {name.upper()} holds NaN or infinite values")
+    if np.all(k == 0) or k[0] <= 0 or k[4] <= 0:
+        raise MessageError("CameraInfo has no calibration (K is zero): calibrate the camera or set its intrinsics")
+    if k[0] > MAX_FOCAL_PX or k[4] > MAX_FOCAL_PX:
+        raise MessageError(f"CameraInfo focal length fx={k[0]:g}, fy={k[4]:g} is implausible (> {MAX_FOCAL_PX:g} px)")
+    if abs(k[2]) > 4 * MAX_IMAGE_SIDE or abs(k[5]) > 4 * MAX_IMAGE_SIDE:
+        raise MessageError(f"CameraInfo principal point ({k[2]:g}, {k[5]:g}) lies far outside the image")
+    try:
+        return CameraIntrinsics.from_matrix(k.reshape(3, 3), width, height)
+    except ValueError as error:  # belt and braces: the core's own checks, reported as a message error
+        raise MessageError(f"CameraInfo is not a valid pinhole camera: {error}") from error
 
 
 def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, header: Header) -> CameraInfo:
@@ -251,14 +297,23 @@ def _as_byte_array(values: np.ndarray) -> array.array:
 def pose_to_matrix(pose: Pose) -> np.ndarray:
     """geometry_msgs/Pose → 4x4 float64 (a zero quaternion is an error, not the identity)."""
     q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w])
-    norm = np.linalg.norm(q)
+    position = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
+    if not np.all(np.isfinite(q)):
+        raise MessageError("pose has an invalid (zero or non-finite) orientation quaternion")
+    scale = float(np.max(np.abs(q)))
+    # Normalise by the largest component first: a huge but finite quaternion must not overflow the norm.
+    norm = float(np.linalg.norm(q / scale)) * scale if scale > 0 else 0.0
     if not np.isfinite(norm) or norm < 1e-6:
         raise MessageError("pose has an invalid (zero or non-finite) orientation quaternion")
-    matrix = np.eye(4)
-    matrix[:3, :3] = Rotation.from_quat(q / norm).as_matrix()
-    matrix[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
-    if not np.all(np.isfinite(matrix)):
+    if not np.all(np.isfinite(position)):
         raise MessageError("pose has a non-finite position")
+    if np.any(np.abs(position) > MAX_POSITION_M):
+        raise MessageError(f"pose position {position.tolist()} is implausibly far (> {MAX_POSITION_M:g} m)")
+    matrix = np.eye(4)
+    matrix[:3, :3] = Rotation.from_quat((q / scale) / (norm / scale)).as_matrix()
+    matrix[:3, 3] = position
+    if not np.all(np.isfinite(matrix)):
+        raise MessageError("pose is not finite")
     return matrix
 
 
@@ -371,6 +426,27 @@ def mesh_to_markers(
         marker.colors = [ColorRGBA(r=r, g=g, b=b, a=a) for r, g, b, a in rgba.tolist()]
         markers.append(marker)
     return MarkerArray(markers=markers)
+
+
+def mesh_to_markers_serialized(
+    mesh: TriangleMesh | None,
+    header: Header,
+    namespace: str = MESH_NAMESPACE,
+    max_triangles_per_marker: int = TRIANGLES_PER_MARKER,
+) -> bytes:
+    """:func:`mesh_to_markers` (or, for ``mesh`` None, :func:`mesh_to_markers_clear`) as serialized CDR.
+
+    Byte-identical to ``serialize_message`` of the message objects, built from numpy without one Python
+    object per vertex; ``Publisher.publish`` sends bytes as they are.
+    """
+    return mesh_markers_cdr(
+        mesh, header.stamp.sec, header.stamp.nanosec, header.frame_id, namespace, max_triangles_per_marker
+    )
+
+
+def points_to_cloud_serialized(points: np.ndarray, colors: np.ndarray, header: Header) -> bytes:
+    """:func:`points_to_cloud` as serialized CDR bytes, ready for ``Publisher.publish``."""
+    return cloud_cdr(points, colors, header.stamp.sec, header.stamp.nanosec, header.frame_id)
 
 
 def mesh_to_markers_clear(header: Header, namespace: str = MESH_NAMESPACE) -> MarkerArray:
