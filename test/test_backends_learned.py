@@ -256,3 +256,25 @@ def test_auto_dtype_uses_bf16_only_on_cpus_that_compute_it_natively(tmp_path):
     assert resolve_compute_dtype("bfloat16", "cpu") == "bf16"
     with pytest.raises(ValueError, match="fp16 is not supported on CPU"):
         resolve_compute_dtype("fp16", "cpu")
+
+
+@pytest.mark.parametrize("selected", ["auto", "fast3r", "showroom", "rgbd", "sfm"])
+def test_a_model_is_loaded_only_for_a_backend_that_can_use_it(weights, selected):
+    """Issue 14 defect 11: ``backend: rgbd`` started the Fast3R load (a 2.6 GB download) anyway."""
+    from showroom_ros.backends import MODEL_USERS
+
+    backends = build_backends(
+        BackendsConfig(
+            fast3r=LearnedConfig(model=str(weights["teacher"]), device="cpu", input_size=TINY_SIZE),
+            showroom=LearnedConfig(model=str(weights["student"]), device="cpu", input_size=TINY_SIZE),
+        ),
+        backend=selected,
+    )
+    for name, holder in model_holders(backends).items():
+        holder.wait(60)
+        if selected in MODEL_USERS[name]:
+            assert holder.state == "ready", (name, holder.reason)
+        else:
+            assert holder.state == "not configured" and not holder.loading, (name, holder.state)
+            assert f"backend '{selected}' does not use it" in holder.reason
+            assert backends[name].unavailable_reason([]) == holder.reason

@@ -302,3 +302,44 @@ def test_bad_configs_are_explained(vitl_config: Fast3RConfig) -> None:
         Fast3RConfig.from_dict({**data, "decoder_args": {**data["decoder_args"], "enc_embed_dim": 768}})
     with pytest.raises(ValueError, match="unknown top-level keys"):
         Fast3RConfig.from_dict({**data, "model_args": {}})
+
+
+def _closed_port() -> int:
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def test_unreachable_hub_is_detected_once_and_read_from_the_cache_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 defect 7: a refused hub cost 5 retries per file; now one probe, then the cache only."""
+    from showroom_ros.models import loading
+
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    reason = loading.hub_unreachable_reason()
+    assert reason is not None and endpoint in reason and "unreachable" in reason
+    assert loading.hub_unreachable_reason() is reason  # probed once per process
+    with pytest.raises(FileNotFoundError, match="offline: the Hugging Face hub") as raised:
+        loading.resolve_checkpoint("showroom/not-downloaded", cache_dir=tmp_path / "hub")
+    assert "\n" not in str(raised.value)
+
+
+def test_reachable_hub_is_not_reported() -> None:
+    import socket
+
+    from showroom_ros.models import loading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        assert loading.hub_unreachable_reason(f"http://127.0.0.1:{server.getsockname()[1]}") is None
+    finally:
+        server.close()

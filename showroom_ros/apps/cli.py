@@ -136,7 +136,7 @@ def _make_backends(backend: str, model: str | None, device: str | None) -> dict[
         )
     except ValueError as error:
         raise CliError(str(error)) from None
-    return build_backends(config)
+    return build_backends(config, backend=backend)
 
 
 def _load_weights(backends: dict[str, Any], backend: str, quiet: bool) -> list[str]:

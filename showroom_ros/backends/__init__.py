@@ -44,15 +44,27 @@ class BackendsConfig:
     start_loading: bool = True
 
 
-def build_backends(config: BackendsConfig | None = None) -> dict[str, ReconstructionBackend]:
-    """The four backends by name (``fast3r``, ``showroom``, ``rgbd``, ``sfm``), model loads under way."""
+#: Which selected backend may use which model: a model is loaded only when the selection can run it.
+MODEL_USERS = {"fast3r": ("auto", "fast3r"), "showroom": ("auto", "showroom")}
+
+
+def build_backends(
+    config: BackendsConfig | None = None, backend: str = "auto"
+) -> dict[str, ReconstructionBackend]:
+    """The four backends by name (``fast3r``, ``showroom``, ``rgbd``, ``sfm``), model loads under way.
+
+    ``backend`` is the pipeline's selection: a learned model is loaded only for ``auto`` or its own
+    backend, so ``backend: rgbd`` never downloads 2.6 GB of Fast3R weights nobody asked for.
+    """
     config = config or BackendsConfig()
     backends: dict[str, ReconstructionBackend] = {}
     for name, learned in (("fast3r", config.fast3r), ("showroom", config.showroom)):
         holder = ModelHolder(
             learned.model, learned.device, learned.dtype, student=name == "showroom", label=f"{name} model"
         )
-        if config.start_loading:
+        if backend not in MODEL_USERS[name]:
+            holder.skip(f"not loaded: backend '{backend}' does not use it")
+        elif config.start_loading:
             holder.start_loading()
         backends[name] = LearnedBackend(name, holder, learned)
     backends["rgbd"] = RGBDBackend(config.fusion)
@@ -67,6 +79,7 @@ def model_holders(backends: dict[str, ReconstructionBackend]) -> dict[str, Model
 
 __all__ = [
     "FAST3R_DEFAULT_MODEL",
+    "MODEL_USERS",
     "BackendsConfig",
     "LearnedBackend",
     "LearnedConfig",

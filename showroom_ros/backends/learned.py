@@ -212,6 +212,20 @@ class ModelHolder:
             )
             self._thread.start()
 
+    def skip(self, reason: str) -> None:
+        """Never load (the selected backend cannot use this model); ``reason`` is what status says."""
+        with self._lock:
+            if self._state != "idle":
+                return
+            self._state, self._reason = "not configured", reason
+        self._ready.set()
+
+    @property
+    def loading(self) -> bool:
+        """Whether the loader thread is still running (a download or torch load under way)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def load(self) -> str:
         """Load in this thread (CLI, benchmarks); returns the final state."""
         self.start_loading()
@@ -415,6 +429,8 @@ class LearnedBackend:
     def unavailable_reason(self, keyframes: Sequence[Keyframe]) -> str | None:
         state = self.holder.state
         if state == "not configured":
+            if self.holder.source:  # configured, but skipped: the selected backend does not use it
+                return self.holder.reason
             return f"not configured: no weights given for '{self.name}'"
         if state == "idle":
             return "model not loaded (start_loading() was not called)"

@@ -19,8 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import re
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +46,11 @@ NON_PERSISTENT_KEYS = ("decoder.image_idx_emb",)
 CONFIG_METADATA_KEY = "fast3r_config"
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "module", "net")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: Seconds one reachability probe of the hub may take (DNS + TCP connect), once per process.
+HUB_PROBE_TIMEOUT_S = 3.0
+_TRUE = ("1", "on", "yes", "true")
+_hub_probe: dict[str, str | None] = {}
+_hub_probe_lock = threading.Lock()
 
 
 class CheckpointError(ValueError):
@@ -118,6 +128,11 @@ def _download_from_hub(
         RepositoryNotFoundError,
     )
 
+    offline = ""
+    if not local_files_only and not hub_offline_requested():
+        offline = hub_unreachable_reason() or ""
+        if offline:  # no retries against a hub that is not there: read the cache only
+            local_files_only = True
     kwargs: dict[str, Any] = {"revision": revision, "cache_dir": str(cache_dir) if cache_dir else None}
     if local_files_only is not None:
         kwargs["local_files_only"] = local_files_only
@@ -125,6 +140,11 @@ def _download_from_hub(
         config = hf_hub_download(repo_id, CONFIG_NAME, **kwargs)
         weights = hf_hub_download(repo_id, WEIGHTS_NAME, **kwargs)
     except LocalEntryNotFoundError as exc:
+        if offline:
+            raise FileNotFoundError(
+                f"offline: {offline}; {repo_id!r} is not in the Hugging Face cache. Download it once with "
+                f"`huggingface-cli download {repo_id}` on a connected machine, or pass a local path"
+            ) from exc
         raise FileNotFoundError(
             f"Fast3R weights for {repo_id!r} are not in the Hugging Face cache and could not be downloaded "
             "(offline mode, local_files_only, or no network). Download them once with "
@@ -137,6 +157,42 @@ def _download_from_hub(
     except HfHubHTTPError as exc:
         raise FileNotFoundError(f"could not download {repo_id!r} from the Hugging Face hub: {exc}") from exc
     return CheckpointSource(Path(weights), Path(config))
+
+
+def hub_offline_requested() -> bool:
+    """``HF_HUB_OFFLINE`` set (read now, not at huggingface_hub's import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def _probe_address(endpoint: str) -> tuple[str, int]:
+    """Host and port a request to ``endpoint`` connects to first (its proxy when one is set)."""
+    url = urllib.parse.urlsplit(endpoint)
+    scheme = url.scheme or "https"
+    proxy = urllib.request.getproxies().get(scheme) if not urllib.request.proxy_bypass(url.hostname or "") else None
+    target = urllib.parse.urlsplit(proxy) if proxy else url
+    port = target.port or (443 if (target.scheme or scheme) == "https" else 80)
+    return target.hostname or "", port
+
+
+def hub_unreachable_reason(endpoint: str | None = None, timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the Hugging Face hub cannot be reached (DNS or TCP connect failed), or None when it can.
+
+    One probe per endpoint and process, without retries: huggingface_hub itself retries a refused
+    connection five times with back-off (25 s and five log lines per file) before giving up.
+    """
+    endpoint = endpoint or os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+    with _hub_probe_lock:
+        if endpoint in _hub_probe:
+            return _hub_probe[endpoint]
+        host, port = _probe_address(endpoint)
+        reason: str | None = None
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as error:
+            detail = " ".join(str(error).split()) or type(error).__name__
+            reason = f"the Hugging Face hub {endpoint} is unreachable ({host}:{port}: {detail})"
+        _hub_probe[endpoint] = reason
+        return reason
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
