@@ -123,3 +123,64 @@ def test_depth_with_its_own_camera_waits_for_that_camera_info():
     collector.set_intrinsics(0, depth_camera, depth=True)
     assert [o.kind for o in collector.poll(now_ns=10 * MS)] == ["accepted"]
     assert collector.buffer.last.depth_intrinsics == depth_camera
+
+
+# --- frames wait for whatever they lack, in any arrival order (issue 14, defect 2) -------------------
+ORDERS = [(a, b, c, d) for a in "IDPC" for b in "IDPC" for c in "IDPC" for d in "IDPC" if len({a, b, c, d}) == 4]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["".join(o) for o in ORDERS])
+def test_every_arrival_order_of_info_image_depth_pose_gives_a_keyframe(order):
+    """I=image, D=depth, P=pose, C=CameraInfo: the photo is kept whatever arrives last (within wait_timeout)."""
+    poses = Poses()
+    cfg = CollectorConfig(
+        use_depth=True,
+        require_pose=True,
+        require_intrinsics=True,
+        selector=KeyframeSelectorConfig(min_translation=0.15),
+    )
+    collector = KeyframeCollector(cfg, KeyframeBuffer(3), poses)
+    depth = np.full((480, 640), 2.0, np.float32)
+    outcomes = []
+    for step, item in enumerate(order):
+        now = step * 100 * MS
+        if item == "I":
+            outcomes.append(collector.add_image(0, 7, _textured(), "cam", now_ns=now))
+        elif item == "D":
+            outcomes.extend(collector.add_depth(0, 7, depth, now_ns=now))
+        elif item == "P":
+            poses.by_stamp[7] = _pose(0.0)
+            outcomes.extend(collector.poll(now))
+        else:
+            outcomes.extend(collector.set_intrinsics(0, CameraIntrinsics(525, 525, 320, 240, 640, 480), now_ns=now))
+    assert [o.kind for o in outcomes if o.kind != "waiting"] == ["accepted"], (order, outcomes)
+    assert len(collector.buffer) == 1 and collector.pending() == 0
+
+
+def test_frame_without_camera_info_expires_after_wait_timeout_with_the_reason():
+    cfg = CollectorConfig(require_intrinsics=True, wait_timeout_ns=500 * MS)
+    collector = KeyframeCollector(cfg, KeyframeBuffer(3), lambda *a: None)
+    assert collector.add_image(0, 1, _textured(), "cam", now_ns=0).kind == "waiting"
+    assert collector.poll(400 * MS)[0].kind == "waiting"
+    (late,) = collector.poll(501 * MS)
+    assert late.kind == "rejected" and late.reason == "no CameraInfo"
+    assert collector.pending() == 0
+
+
+def test_several_photos_waiting_for_camera_info_are_all_kept():
+    """Two photos before the first CameraInfo: both become keyframes (one pending slot lost the first)."""
+    poses = Poses()
+    selector = KeyframeSelectorConfig(min_translation=0.15)
+    cfg = CollectorConfig(require_intrinsics=True, require_pose=True, selector=selector)
+    collector = KeyframeCollector(cfg, KeyframeBuffer(3), poses)
+    poses.by_stamp[1], poses.by_stamp[2] = _pose(0.0), _pose(1.0)
+    assert collector.add_image(0, 1, _textured(1), "cam", now_ns=0).kind == "waiting"
+    assert collector.add_image(0, 2, _textured(2), "cam", now_ns=10 * MS).kind == "waiting"
+    outcomes = collector.set_intrinsics(0, CameraIntrinsics(525, 525, 320, 240, 640, 480), now_ns=20 * MS)
+    assert [o.kind for o in outcomes] == ["accepted", "accepted"]
+
+
+def test_image_size_not_matching_its_camera_info_is_rejected_with_both_sizes():
+    collector = _collector()
+    outcome = collector.add_image(0, 1, _textured()[:240, :320], "cam", now_ns=0)
+    assert outcome.kind == "rejected" and "320x240" in outcome.reason and "640x480" in outcome.reason

@@ -31,9 +31,7 @@ def small_reconstruction(with_mesh: bool = True) -> Reconstruction:
     if with_mesh:
         vertices = np.array([[0, 0, 2], [1, 0, 2], [0, 1, 2], [1, 1, 2]], np.float32)
         triangles = np.array([[0, 1, 2], [1, 3, 2]], np.int32)
-        mesh = TriangleMesh(
-            vertices, triangles, np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], np.uint8)
-        )
+        mesh = TriangleMesh(vertices, triangles, np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], np.uint8))
     poses = np.stack([np.eye(4), np.eye(4)])
     poses[1, 0, 3] = 0.4
     return Reconstruction(
@@ -132,3 +130,32 @@ def test_bad_arguments_and_foreign_files_raise(tmp_path: Path) -> None:
         load_reconstruction(foreign)
     with pytest.raises(ValueError, match="cannot read"):
         load_reconstruction(tmp_path / "missing.npz")
+
+
+def test_prune_saved_keeps_the_newest_within_count_and_bytes(tmp_path: Path) -> None:
+    """Defect 10 (issue 14): autosave filled the disk; the oldest groups go, other files stay."""
+    import os
+    import random
+
+    from showroom_ros.io.export import prune_saved
+
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    reconstruction = small_reconstruction()
+    names = [f"reconstruction-{i:03d}" for i in range(rng.randint(3, 7))]
+    for age, name in enumerate(names):
+        files = save_reconstruction(reconstruction, tmp_path, name)
+        for path in files.values():
+            os.utime(path, ns=(age * 10**9, age * 10**9))  # oldest first, whatever the clock's resolution
+    (tmp_path / "keep-me.npz").write_bytes(b"foreign")
+    group_bytes = sum(p.stat().st_size for p in tmp_path.glob(f"{names[0]}*"))
+    keep = rng.randint(1, len(names))
+    pruned = prune_saved(tmp_path, "reconstruction-", keep=keep)
+    assert pruned == names[: len(names) - keep], seed
+    left = sorted({p.name.split(".")[0].removesuffix("_mesh") for p in tmp_path.glob("reconstruction-*")})
+    assert left == names[len(names) - keep :], seed
+    # Byte budget: only the newest fits; it is never deleted, even when it alone is over budget.
+    budget = group_bytes + 1
+    assert prune_saved(tmp_path, "reconstruction-", keep=100, max_bytes=budget) == names[len(names) - keep : -1]
+    assert prune_saved(tmp_path, "reconstruction-", keep=100, max_bytes=1) == []
+    assert len(list(tmp_path.glob(f"{names[-1]}*"))) == 5 and (tmp_path / "keep-me.npz").exists()

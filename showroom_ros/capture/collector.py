@@ -2,8 +2,9 @@
 
 A camera driver publishes at 30 Hz, but a keyframe is needed every few seconds. So frames are
 throttled before they are even decoded, blurry frames are rejected first (cheapest test),
-colour and depth are paired by stamp, and a frame whose depth or pose has not arrived yet
-waits a bounded time instead of being dropped or queued forever.
+colour and depth are paired by stamp, and a frame whose CameraInfo, depth or pose has not
+arrived yet waits a bounded time (``wait_timeout_ns``) instead of being dropped or queued forever:
+drivers publish an image and its CameraInfo in either order, and this is the one place that waits.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ class CollectorConfig:
     use_depth: bool = False
     separate_depth_camera: bool = False  # depth has its own CameraInfo: wait for it before using depth
     require_pose: bool = False
+    require_intrinsics: bool = False  # a CameraInfo topic is configured: wait for it before using a frame
     evaluation_period_ns: int = 200_000_000  # consider at most 5 frames/s per camera
     sync_slop_ns: int = 50_000_000  # colour/depth stamps closer than this are a pair
-    wait_timeout_ns: int = 1_000_000_000  # how long a frame may wait for its depth or pose
+    wait_timeout_ns: int = 1_000_000_000  # how long a frame may wait for its CameraInfo, depth or pose
+    max_pending: int = 8  # frames waiting per camera; the oldest is rejected beyond this
     depth_history: int = 30
     selector: KeyframeSelectorConfig = field(default_factory=KeyframeSelectorConfig)
 
@@ -68,13 +71,18 @@ class KeyframeCollector:
         self._depths: list[deque[tuple[int, np.ndarray]]] = [
             deque(maxlen=config.depth_history) for _ in range(config.num_cameras)
         ]
-        self._pending: list[_Candidate | None] = [None] * config.num_cameras
+        self._pending: list[deque[_Candidate]] = [deque() for _ in range(config.num_cameras)]
         self._last_evaluated_ns: list[int | None] = [None] * config.num_cameras
+        self._dropped: list[Outcome] = []
 
     # --- inputs -------------------------------------------------------------------------
-    def set_intrinsics(self, camera: int, intrinsics: CameraIntrinsics, depth: bool = False) -> None:
+    def set_intrinsics(
+        self, camera: int, intrinsics: CameraIntrinsics, depth: bool = False, now_ns: int | None = None
+    ) -> list[Outcome]:
+        """Store a camera's intrinsics; with ``now_ns``, complete the frames that waited for them."""
         self._check_camera(camera)
         (self._depth_intrinsics if depth else self._intrinsics)[camera] = intrinsics
+        return [] if now_ns is None else self.poll(now_ns)
 
     def intrinsics(self, camera: int) -> CameraIntrinsics | None:
         return self._intrinsics[camera]
@@ -99,16 +107,31 @@ class KeyframeCollector:
         decision = self.selector.evaluate(image)
         if not decision.accepted:
             return Outcome("rejected", camera, stamp_ns, decision.reason)
-        self._pending[camera] = _Candidate(camera, int(stamp_ns), frame_id, image, now_ns)
-        return self._try_complete(camera, now_ns)
+        candidate = _Candidate(camera, int(stamp_ns), frame_id, image, now_ns)
+        queue = self._pending[camera]
+        if len(queue) >= max(1, self.config.max_pending):
+            dropped = queue.popleft()
+            # Reported through the next poll's outcomes would lose it; say it here instead.
+            reason = f"too many frames waiting (max {self.config.max_pending})"
+            self._dropped.append(Outcome("rejected", camera, dropped.stamp_ns, reason))
+        queue.append(candidate)
+        return self._try_complete(candidate, now_ns)
 
     def poll(self, now_ns: int) -> list[Outcome]:
-        """Retry frames waiting for depth or a pose; expire those that waited too long."""
-        return [self._try_complete(c, now_ns) for c, p in enumerate(self._pending) if p is not None]
+        """Retry frames waiting for CameraInfo, depth or a pose; expire those that waited too long."""
+        outcomes, self._dropped = self._dropped, []
+        for queue in self._pending:
+            outcomes.extend(self._try_complete(candidate, now_ns) for candidate in list(queue))
+        return outcomes
+
+    def pending(self) -> int:
+        """How many frames wait for something."""
+        return sum(len(queue) for queue in self._pending)
 
     def clear(self) -> None:
         self.buffer.clear()
-        self._pending = [None] * self.config.num_cameras
+        self._pending = [deque() for _ in range(self.config.num_cameras)]
+        self._dropped = []
         self._last_evaluated_ns = [None] * self.config.num_cameras
 
     # --- internals ----------------------------------------------------------------------
@@ -124,11 +147,25 @@ class KeyframeCollector:
                 best = (gap, depth)
         return None if best is None else best[1]
 
-    def _try_complete(self, camera: int, now_ns: int) -> Outcome:
-        candidate = self._pending[camera]
-        assert candidate is not None
+    def _try_complete(self, candidate: _Candidate, now_ns: int) -> Outcome:
+        camera = candidate.camera
         missing: list[str] = []
         depth = None
+        intrinsics = self._intrinsics[camera]
+        if intrinsics is None and self.config.require_intrinsics:
+            missing.append("CameraInfo")
+        elif intrinsics is not None and (intrinsics.width, intrinsics.height) != (
+            candidate.image.shape[1],
+            candidate.image.shape[0],
+        ):
+            self._pending[camera].remove(candidate)
+            return Outcome(
+                "rejected",
+                camera,
+                candidate.stamp_ns,
+                f"image is {candidate.image.shape[1]}x{candidate.image.shape[0]} but its CameraInfo says "
+                f"{intrinsics.width}x{intrinsics.height}",
+            )
         if self.config.use_depth:
             depth = self._matching_depth(camera, candidate.stamp_ns)
             if depth is None:
@@ -140,10 +177,10 @@ class KeyframeCollector:
             missing.append("camera pose at its stamp")
         if missing:
             if now_ns - candidate.received_ns > self.config.wait_timeout_ns:
-                self._pending[camera] = None
+                self._pending[camera].remove(candidate)
                 return Outcome("rejected", camera, candidate.stamp_ns, "no " + " and no ".join(missing))
             return Outcome("waiting", camera, candidate.stamp_ns, "waiting for " + " and ".join(missing))
-        self._pending[camera] = None
+        self._pending[camera].remove(candidate)
         if self.buffer.is_full:
             return Outcome("rejected", camera, candidate.stamp_ns, "keyframe buffer is full")
         # Against every buffered keyframe: a camera that comes back must not add the same view twice.

@@ -9,6 +9,7 @@ frame; ``showroom``: the first keyframe's optical frame, y down); no axis conver
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -36,12 +37,17 @@ def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     target = Path(path).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 mode would leak into the final file; a random name is enough to be unique.
-    temporary_path = target.with_name(
-        f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}"
-    )
+    temporary_path = target.with_name(f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}")
     try:
         write(temporary_path)
         if not temporary_path.is_file() or temporary_path.stat().st_size == 0:
+            # Open3D's writers return False without saying why; the usual why is a full disk.
+            stats = os.statvfs(target.parent)
+            free = stats.f_bavail * stats.f_frsize
+            if free < 1_000_000:
+                raise ExportError(
+                    errno.ENOSPC, f"writing {target} produced no data: no space left on device ({free} bytes free)"
+                )
             raise ExportError(f"writing {target} produced no data")
         os.replace(temporary_path, target)
     except BaseException:
@@ -55,9 +61,7 @@ def _legacy_mesh(mesh: TriangleMesh) -> o3d.geometry.TriangleMesh:
         o3d.utility.Vector3dVector(np.asarray(mesh.vertices, dtype=np.float64)),
         o3d.utility.Vector3iVector(np.asarray(mesh.triangles, dtype=np.int32)),
     )
-    result.vertex_colors = o3d.utility.Vector3dVector(
-        np.asarray(mesh.vertex_colors, dtype=np.float64) / 255.0
-    )
+    result.vertex_colors = o3d.utility.Vector3dVector(np.asarray(mesh.vertex_colors, dtype=np.float64) / 255.0)
     return result
 
 
@@ -82,9 +86,7 @@ def save_mesh_ply(mesh: TriangleMesh, path: str | Path) -> Path:
     legacy = _legacy_mesh(mesh)
 
     def write(temporary: Path) -> None:
-        if not o3d.io.write_triangle_mesh(
-            str(temporary), legacy, write_ascii=False, write_vertex_normals=False
-        ):
+        if not o3d.io.write_triangle_mesh(str(temporary), legacy, write_ascii=False, write_vertex_normals=False):
             raise ExportError(f"Open3D could not write the mesh {path}")
 
     return _atomic_write(path, write)
@@ -121,14 +123,10 @@ def render_preview(reconstruction: Reconstruction, width: int = 960, height: int
         raise ValueError("cannot preview an empty reconstruction")
     cameras = reconstruction.camera_poses if len(reconstruction.camera_poses) else None
     pose, intrinsics = preview_camera(points, cameras, width=width, height=height)
-    return render_points(
-        points, colors, pose, intrinsics, point_radius_px=1, background=(255, 255, 255)
-    ).image
+    return render_points(points, colors, pose, intrinsics, point_radius_px=1, background=(255, 255, 255)).image
 
 
-def save_preview_png(
-    reconstruction: Reconstruction, path: str | Path, width: int = 960, height: int = 720
-) -> Path:
+def save_preview_png(reconstruction: Reconstruction, path: str | Path, width: int = 960, height: int = 720) -> Path:
     """PNG preview rendered by :mod:`showroom_ros.reconstruction.render` (no display or GPU needed)."""
     image = render_preview(reconstruction, width, height)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
@@ -178,14 +176,10 @@ def load_reconstruction(npz_path: str | Path) -> Reconstruction:
     with data:
         missing = {"points", "colors", "confidence", "camera_poses", "intrinsics"} - set(data.files)
         if missing:
-            raise ValueError(
-                f"{path} is not a showroom reconstruction (missing {', '.join(sorted(missing))})"
-            )
+            raise ValueError(f"{path} is not a showroom reconstruction (missing {', '.join(sorted(missing))})")
         version = int(data["format_version"]) if "format_version" in data.files else 0
         if version > NPZ_FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has format version {version}; this showroom_ros reads up to {NPZ_FORMAT_VERSION}"
-            )
+            raise ValueError(f"{path} has format version {version}; this showroom_ros reads up to {NPZ_FORMAT_VERSION}")
         mesh = None
         if "mesh_vertices" in data.files:
             mesh = TriangleMesh(data["mesh_vertices"], data["mesh_triangles"], data["mesh_vertex_colors"])
@@ -207,9 +201,7 @@ def load_reconstruction(npz_path: str | Path) -> Reconstruction:
         )
 
 
-def save_reconstruction(
-    reconstruction: Reconstruction, directory: str | Path, basename: str
-) -> dict[str, Path]:
+def save_reconstruction(reconstruction: Reconstruction, directory: str | Path, basename: str) -> dict[str, Path]:
     """Write ``<basename>.ply`` (cloud), ``<basename>_mesh.ply`` (if meshed), ``.glb``, ``.png`` and ``.npz``.
 
     Returns the written paths by kind: ``cloud``, ``mesh``, ``glb``, ``png``, ``npz``.
@@ -224,3 +216,32 @@ def save_reconstruction(
     written["png"] = save_preview_png(reconstruction, folder / f"{basename}.png")
     written["npz"] = save_npz(reconstruction, folder / f"{basename}.npz")
     return written
+
+
+SAVED_SUFFIXES = (".ply", "_mesh.ply", ".glb", ".png", ".npz")
+
+
+def prune_saved(directory: str | Path, prefix: str, keep: int, max_bytes: int | None = None) -> list[str]:
+    """Delete the oldest saved reconstructions named ``<prefix>...`` beyond ``keep`` or ``max_bytes``.
+
+    A reconstruction is the group of files :func:`save_reconstruction` writes for one basename; its
+    ``.npz`` is written last, so only complete groups are counted. The newest is always kept, and
+    files of other names are never touched. Returns the pruned basenames, oldest first.
+    """
+    folder = Path(directory).expanduser()
+    groups: list[tuple[int, str, list[Path]]] = []
+    for npz in folder.glob(f"{prefix}*.npz"):
+        base = npz.name[: -len(".npz")]
+        files = [folder / f"{base}{suffix}" for suffix in SAVED_SUFFIXES]
+        files = [path for path in files if path.is_file()]
+        groups.append((npz.stat().st_mtime_ns, base, files))
+    groups.sort()  # oldest first; the name breaks ties
+    total = sum(path.stat().st_size for _, _, files in groups for path in files)
+    pruned: list[str] = []
+    while len(groups) > 1 and (len(groups) > keep or (max_bytes is not None and total > max_bytes)):
+        _, base, files = groups.pop(0)
+        for path in files:
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+        pruned.append(base)
+    return pruned

@@ -55,12 +55,20 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     # keyframe selection
     Param("min_keyframes", 3, "Fewest keyframes a reconstruction runs on", range=(2, 16)),
     Param("max_keyframes", 5, "Buffer size; auto_reconstruct fires when it is full", range=(2, 16)),
-    Param("auto_reconstruct", True, "Reconstruct as soon as max_keyframes are buffered"),
+    Param("auto_reconstruct", True, "Reconstruct as soon as max_keyframes are buffered", read_only=False),
+    Param(
+        "idle_reconstruct_s",
+        5.0,
+        "Also reconstruct when >= min_keyframes are buffered and no keyframe came for this long (s); 0 = off",
+        range=(0.0, 3600.0),
+        read_only=False,
+    ),
     Param(
         "evaluation_rate_hz",
         5.0,
         "Frames per second and camera considered as keyframes (the rest are dropped before decoding)",
         range=(0.1, 60.0),
+        read_only=False,
     ),
     Param("blur_threshold", 30.0, "Minimum sharpness (variance of the Laplacian on a thumbnail)", range=(0.0, 1e5)),
     Param(
@@ -77,7 +85,13 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         range=(0.0, 1.0),
     ),
     Param("sync_slop", 0.05, "Seconds between colour and depth stamps that still make a pair", range=(0.0, 1.0)),
-    Param("wait_timeout", 1.0, "Seconds a frame may wait for its depth or pose", range=(0.0, 30.0)),
+    Param(
+        "wait_timeout",
+        1.0,
+        "Seconds a frame may wait for its CameraInfo, depth or pose",
+        range=(0.0, 30.0),
+        read_only=False,
+    ),
     # reconstruction
     Param("backend", "auto", "Reconstruction backend", choices=("auto", "rgbd", "fast3r", "showroom", "sfm")),
     Param("voxel_size", 0.01, "Fusion voxel size in metres", range=(0.001, 0.5)),
@@ -152,7 +166,21 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param("generate_timeout", 900.0, "Seconds ~/generate_views waits for its result", range=(1.0, 36000.0)),
     # outputs
     Param("output_dir", "~/.ros/showroom", "Where ~/save and autosave write (nothing is written elsewhere)"),
-    Param("autosave", True, "Save every reconstruction under output_dir (cloud, mesh, GLB, PNG, NPZ)"),
+    Param("autosave", True, "Save every reconstruction under output_dir (cloud, mesh, GLB, PNG, NPZ)", read_only=False),
+    Param(
+        "autosave_keep",
+        20,
+        "Autosaved reconstructions kept; older ones are deleted (the map is what lasts)",
+        range=(1, 100000),
+        read_only=False,
+    ),
+    Param(
+        "autosave_max_mb",
+        1000.0,
+        "Disk budget of the autosaves (MB); the oldest are deleted beyond it (the newest is always kept)",
+        range=(1.0, 1e7),
+        read_only=False,
+    ),
     Param("viewer", False, "Serve a viser web viewer of the latest reconstruction"),
     Param("viewer_host", "127.0.0.1", "Viewer address (0.0.0.0 to reach it from other machines)"),
     Param("viewer_port", 8080, "Viewer port", range=(1, 65535)),
@@ -180,3 +208,26 @@ def declare_parameters(node: Node, table: tuple[Param, ...]) -> dict[str, Any]:
             raise ValueError(f"parameter '{param.name}' must be one of {list(param.choices)}, got '{value}'")
         values[param.name] = value
     return values
+
+
+_BY_NAME: dict[str, Param] = {param.name: param for param in SHOWROOM_PARAMETERS}
+
+
+def check_parameter(name: str, value: Any) -> str:
+    """Why setting ``name`` to ``value`` at run time is refused, or '' when it may be applied."""
+    param = _BY_NAME.get(name)
+    if param is None:
+        return f"unknown parameter '{name}'"
+    if param.read_only:
+        return f"'{name}' is read-only: it is used at start-up; restart the node with the new value"
+    expected = type(param.default)
+    ok = isinstance(value, expected) and (expected is bool or not isinstance(value, bool))
+    if not ok:
+        return f"'{name}' must be {expected.__name__}, got {type(value).__name__} {value!r}"
+    if param.choices and value not in param.choices:
+        return f"'{name}' must be one of {list(param.choices)}, got {value!r}"
+    if param.range is not None and not isinstance(value, bool):
+        low, high = param.range
+        if not low <= value <= high:  # NaN fails this too
+            return f"'{name}' must be within [{low:g}, {high:g}], got {value!r}"
+    return ""

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, PoseStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -35,7 +37,7 @@ from showroom_ros.capture.collector import CollectorConfig, KeyframeCollector, O
 from showroom_ros.capture.keyframes import KeyframeBuffer, KeyframeSelectorConfig
 from showroom_ros.generation.service import GenerationSettings, ViewGenerationService
 from showroom_ros.geometry.poses import PoseHistory
-from showroom_ros.io.export import save_reconstruction
+from showroom_ros.io.export import prune_saved, save_reconstruction
 from showroom_ros.mapping.point_map import AccumulatedMap, MapAlignmentError, MapConfig
 from showroom_ros.msg import ReconstructionStatus
 from showroom_ros.reconstruction.pipeline import PipelineConfig, ReconstructionError, ReconstructionPipeline
@@ -43,12 +45,34 @@ from showroom_ros.reconstruction.result import Reconstruction
 from showroom_ros.reconstruction.rgbd import RGBDFusionConfig, depth_to_metres
 from showroom_ros.reconstruction.surface import SurfaceConfig, decimate_mesh
 from showroom_ros.ros import conversions as conv
-from showroom_ros.ros.entry import run_node
-from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS, declare_parameters
+from showroom_ros.ros.entry import remove_own_temporaries, run_node
+from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS, check_parameter, declare_parameters
 from showroom_ros.srv import GenerateViews, Reconstruct, SaveReconstruction
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+GUARD_ATTR = "showroom_guarded"
+"""Set on every callback the node registers: the original callback, run inside :meth:`ShowroomNode._guard`."""
+AUTOSAVE_PREFIX = "reconstruction-"
+REPORT_EVERY_S = 5.0
+
+
+def describe_tf_failure(error: BaseException, target: str, source: str, stamp_ns: int) -> tuple[str, str]:
+    """tf2's own reason for a failed lookup: (kind, one line with the frames and the stamp).
+
+    tf2 says what is wrong (LookupException: a frame does not exist; ConnectivityException: no
+    chain between them; ExtrapolationException: the stamp is outside the buffered span), which
+    is the first thing a robot user debugs, so it is reported as is rather than as "no pose".
+    """
+    kind = type(error).__name__
+    text = " ".join(str(error).split()) or "no message"
+    frames = f"{target} -> {source or '<empty frame_id>'}"
+    return kind, f"TF lookup {frames} at {stamp_ns / 1e9:.3f} s failed: {kind}: {text}"
+
+
+def _reason_kind(reason: str) -> str:
+    """A rejection reason without its numbers: the kind that is logged at info the first time."""
+    return re.sub(r"[-+]?\d[\d.e+-]*", "#", reason)[:80]
 
 
 def _listed(values: list[str]) -> list[str]:
@@ -57,6 +81,11 @@ def _listed(values: list[str]) -> list[str]:
 
 class ShowroomNode(Node):
     def __init__(self, **kwargs: Any) -> None:
+        # Before Node.__init__: it already registers (guarded) parameter services.
+        self._guard_lock = threading.Lock()
+        self._callback_errors: dict[str, int] = {}
+        self._last_callback_error = ""
+        self._reported: dict[str, float] = {}
         super().__init__("showroom", **kwargs)
         p = declare_parameters(self, SHOWROOM_PARAMETERS)
         self.params = p
@@ -75,6 +104,7 @@ class ShowroomNode(Node):
                 use_depth=bool(self.depth_topics),
                 separate_depth_camera=bool(self.depth_info_topics),
                 require_pose=p["pose_source"] != "none",
+                require_intrinsics=bool(self.info_topics),
                 evaluation_period_ns=int(1e9 / p["evaluation_rate_hz"]),
                 sync_slop_ns=int(p["sync_slop"] * 1e9),
                 wait_timeout_ns=int(p["wait_timeout"] * 1e9),
@@ -102,7 +132,8 @@ class ShowroomNode(Node):
                 fusion=fusion,
                 fast3r=LearnedConfig(model=p["model"], **learned),
                 showroom=LearnedConfig(model=p["student_model"], **learned),
-            )
+            ),
+            backend=p["backend"],
         )
         self.models = model_holders(self.backends)
         self._model_states = {name: "" for name in self.models}
@@ -132,6 +163,9 @@ class ShowroomNode(Node):
         self._last_rejection = ""
         self._last_duration = 0.0
         self._warned: dict[str, float] = {}
+        self._rejection_kinds: set[str] = set()
+        self._last_keyframe_at = time.monotonic()
+        self._autosaves = 0
 
         self._input_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
@@ -163,12 +197,114 @@ class ShowroomNode(Node):
         self.create_service(GenerateViews, "~/generate_views", self._on_generate, callback_group=self._service_group)
         self.create_timer(0.1, self._poll_pending, callback_group=self._input_group)
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=self._service_group)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._guard_existing()
         self.viewer = self._start_viewer() if p["viewer"] else None
         self._publish_status()
         self.get_logger().info(
             f"showroom ready: {len(self.image_topics)} camera(s), depth={'yes' if self.depth_topics else 'no'}, "
             f"poses from {p['pose_source']}, backend {p['backend']}, output_dir {self.output_dir}"
         )
+
+    # --- one guard for every callback -------------------------------------------------------------
+    # Every subscription, service, timer and parameter callback is registered through these overrides,
+    # so a callback added later cannot forget the guard (test_ros_robustness enumerates them).
+    def create_subscription(self, msg_type: Any, topic: str, callback: Callable, *args: Any, **kwargs: Any):
+        guarded = self._guard("subscription", topic, callback)
+        return super().create_subscription(msg_type, topic, guarded, *args, **kwargs)
+
+    def create_service(self, srv_type: Any, srv_name: str, callback: Callable, *args: Any, **kwargs: Any):
+        return super().create_service(srv_type, srv_name, self._guard("service", srv_name, callback), *args, **kwargs)
+
+    def create_timer(self, timer_period_sec: float, callback: Callable, *args: Any, **kwargs: Any):
+        name = getattr(callback, "__name__", "timer")
+        return super().create_timer(timer_period_sec, self._guard("timer", name, callback), *args, **kwargs)
+
+    def add_on_set_parameters_callback(self, callback: Callable) -> Any:
+        return super().add_on_set_parameters_callback(self._guard("parameters", "set_parameters", callback))
+
+    def _guard_existing(self) -> None:
+        """Guard what rclpy registered itself, bypassing the overrides (its type-description service)."""
+        for service in self.services:
+            service.callback = self._guard("service", service.srv_name, service.callback)
+        for subscription in self.subscriptions:
+            subscription.callback = self._guard("subscription", subscription.topic_name, subscription.callback)
+        for timer in self.timers:
+            timer.callback = self._guard("timer", getattr(timer.callback, "__name__", "timer"), timer.callback)
+
+    def _guard(self, kind: str, name: str, callback: Callable) -> Callable:
+        """Wrap ``callback``: an exception is counted, reported once per kind every 5 s, and the node goes on.
+
+        A service answers ``success=false`` with the reason; a parameter change is refused with it.
+        No ``__wrapped__``: rclpy inspects the signature to decide whether to pass MessageInfo.
+        """
+        if callable(getattr(callback, GUARD_ATTR, None)):
+            return callback
+
+        def guarded(*args: Any) -> Any:
+            try:
+                return callback(*args)
+            except Exception as error:  # the one place that may catch everything
+                reason = f"{type(error).__name__}: {error}"
+                self._callback_failed(kind, name, error)
+                if kind == "parameters":
+                    return SetParametersResult(successful=False, reason=f"internal error: {reason}")
+                if kind == "service" and len(args) >= 2:
+                    response = args[1]
+                    if hasattr(response, "success"):
+                        response.success = False
+                    if hasattr(response, "message"):
+                        response.message = f"internal error: {reason}"
+                    return response
+                return None
+
+        setattr(guarded, GUARD_ATTR, callback)
+        guarded.__name__ = f"guarded_{getattr(callback, '__name__', kind)}"
+        return guarded
+
+    def _callback_failed(self, kind: str, name: str, error: BaseException) -> None:
+        """Count the failure by kind; log it with its place and reason, once per kind every 5 s."""
+        key = f"{kind} {name}: {type(error).__name__}"
+        with self._guard_lock:
+            count = self._callback_errors[key] = self._callback_errors.get(key, 0) + 1
+            self._last_callback_error = f"{key}: {error}"
+        message = (
+            f"{kind} callback on {name} failed ({count} time(s) so far), the node goes on: "
+            f"{type(error).__name__}: {error}"
+        )
+        if self._report_due(key):
+            where = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+            self.get_logger().error(message + (f" (at {where.filename}:{where.lineno})" if where else ""))
+        else:
+            self.get_logger().debug(message)
+
+    def _report_due(self, key: str) -> bool:
+        """True at most once every REPORT_EVERY_S per key (rclpy's throttle is per call site)."""
+        now = time.monotonic()
+        with self._guard_lock:
+            if now - self._reported.get(key, -1e9) < REPORT_EVERY_S:
+                return False
+            self._reported[key] = now
+        return True
+
+    def _on_set_parameters(self, parameters: list) -> SetParametersResult:
+        """Refuse wrong types, out-of-range values and read-only names with a reason; apply the rest."""
+        changes: dict[str, Any] = {}
+        for parameter in parameters:
+            error = check_parameter(parameter.name, parameter.value)
+            if error:
+                return SetParametersResult(successful=False, reason=error)
+            changes[parameter.name] = parameter.value
+        if not hasattr(self, "params"):
+            return SetParametersResult(successful=True)  # declaration, checked by declare_parameters
+        self.params.update(changes)
+        if "wait_timeout" in changes:
+            self.collector.config.wait_timeout_ns = int(changes["wait_timeout"] * 1e9)
+        if "evaluation_rate_hz" in changes:
+            self.collector.config.evaluation_period_ns = int(1e9 / changes["evaluation_rate_hz"])
+        if changes:
+            self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+        return SetParametersResult(successful=True)
 
     # --- set-up -----------------------------------------------------------------------------------
     def _check_topic_lists(self) -> None:
@@ -306,9 +442,16 @@ class ShowroomNode(Node):
         return time.monotonic_ns()
 
     def _reject(self, reason: str, warn: bool = False) -> None:
+        kind = _reason_kind(reason)
         with self._lock:
             self._frames_rejected += 1
             self._last_rejection = reason
+            first = kind not in self._rejection_kinds
+            self._rejection_kinds.add(kind)
+        # Every rejection at debug (`--log-level debug` explains every photo), each kind once at info.
+        self.get_logger().debug(f"frame rejected: {reason}")
+        if first:
+            self.get_logger().info(f"frame rejected: {reason} (first of its kind; each one is logged at debug)")
         if warn:
             # One line per kind of problem every 5 s (rclpy's own throttle is per call site,
             # which would hide a second, different problem behind the first).
@@ -330,17 +473,7 @@ class ShowroomNode(Node):
         except Exception as error:
             self._reject(f"bad image on {topic}: {error}", warn=True)
             return
-        if self.collector.intrinsics(camera) is None and self.info_topics:
-            self._reject(f"no CameraInfo received yet on {self.info_topics[camera]}", warn=True)
-            return
-        intrinsics = self.collector.intrinsics(camera)
-        if intrinsics is not None and (intrinsics.width, intrinsics.height) != (rgb.shape[1], rgb.shape[0]):
-            self._reject(
-                f"image on {topic} is {rgb.shape[1]}x{rgb.shape[0]} but its CameraInfo says "
-                f"{intrinsics.width}x{intrinsics.height}",
-                warn=True,
-            )
-            return
+        # A missing CameraInfo, depth or pose is waited for (bounded by wait_timeout) in the collector.
         outcome = self.collector.add_image(camera, conv.stamp_to_ns(msg.header.stamp), rgb, msg.header.frame_id, now)
         self._handle(outcome)
 
@@ -360,10 +493,14 @@ class ShowroomNode(Node):
 
     def _on_info(self, camera: int, msg: CameraInfo, depth: bool) -> None:
         try:
-            self.collector.set_intrinsics(camera, conv.camera_info_to_intrinsics(msg), depth=depth)
+            intrinsics = conv.camera_info_to_intrinsics(msg)
         except conv.MessageError as error:
             topic = (self.depth_info_topics if depth else self.info_topics)[camera]
             self._reject(f"bad CameraInfo on {topic}: {error}", warn=True)
+            return
+        # Frames that waited for this CameraInfo complete now, not at the next poll.
+        for outcome in self.collector.set_intrinsics(camera, intrinsics, depth=depth, now_ns=self._now_ns()):
+            self._handle(outcome)
 
     def _on_pose(self, camera: int, msg: PoseStamped) -> None:
         if msg.header.frame_id and msg.header.frame_id != self.map_frame:
@@ -385,14 +522,41 @@ class ShowroomNode(Node):
         if source == "tf" and self._tf_buffer is not None:
             try:
                 transform = self._tf_buffer.lookup_transform(self.map_frame, frame_id, RclpyTime(nanoseconds=stamp_ns))
-            except Exception:
+            except Exception as error:  # tf2's exceptions share no importable base here
+                self._report_tf_failure(error, frame_id, stamp_ns)
                 return None
             return conv.transform_to_matrix(transform)
         return None
 
+    def _report_tf_failure(self, error: BaseException, frame_id: str, stamp_ns: int) -> None:
+        """tf2's own reason, once per kind every 5 s at warning, every time at debug."""
+        kind, message = describe_tf_failure(error, self.map_frame, frame_id, stamp_ns)
+        with self._lock:
+            self._last_rejection = message
+        if self._report_due(f"tf {kind} {frame_id}"):
+            self.get_logger().warning(message)
+        else:
+            self.get_logger().debug(message)
+
     def _poll_pending(self) -> None:
         for outcome in self.collector.poll(self._now_ns()):
             self._handle(outcome)
+        self._reconstruct_if_idle()
+
+    def _reconstruct_if_idle(self) -> None:
+        """A robot that takes 3-5 photos and stops still gets a map (``idle_reconstruct_s``)."""
+        idle = float(self.params["idle_reconstruct_s"])
+        if idle <= 0 or not self.params["auto_reconstruct"]:
+            return
+        count = len(self.collector.buffer)
+        if count < self.params["min_keyframes"] or time.monotonic() - self._last_keyframe_at < idle:
+            return
+        with self._lock:
+            if self._busy():
+                return
+        why = f"{count} keyframes and no new one for {idle:g} s"
+        if self._start_job(why) is not None:
+            self.get_logger().info(f"reconstructing: {why} (idle_reconstruct_s)")
 
     def _handle(self, outcome: Outcome) -> None:
         if outcome.kind == "rejected":
@@ -401,6 +565,7 @@ class ShowroomNode(Node):
         if outcome.kind != "accepted":
             return
         count = len(self.collector.buffer)
+        self._last_keyframe_at = time.monotonic()
         self.get_logger().info(f"keyframe {count}/{self.params['max_keyframes']} from camera {outcome.camera}")
         with self._lock:
             self._message = f"{count} keyframe(s) buffered"
@@ -464,9 +629,10 @@ class ShowroomNode(Node):
             self._publish_result(result, keyframes)
             self._merge_into_map(result)
             if self.params["autosave"]:
-                stamp = time.strftime("%Y%m%d-%H%M%S")
-                save_reconstruction(result, self.output_dir, f"reconstruction-{stamp}")
+                self._autosave(result)
         except Exception as error:
+            if not self.context.ok():
+                raise  # the node is stopping: abandoned work is not an error, and publishing would fail
             with self._lock:
                 self._state, self._message = "error", f"reconstruction failed: {error}"
             if not isinstance(error, (ReconstructionError, ValueError)):
@@ -490,6 +656,27 @@ class ShowroomNode(Node):
             # The buffer filled up while this one ran: its trigger was refused then, so run it now.
             self._worker.submit(self._start_job, "buffer filled during the last reconstruction")
         return result
+
+    def _autosave(self, result: Reconstruction) -> None:
+        """Save, then prune the oldest autosaves (``autosave_keep``, ``autosave_max_mb``); a full disk is a warning."""
+        self._autosaves += 1
+        name = f"{AUTOSAVE_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{self._autosaves:04d}"
+        try:
+            save_reconstruction(result, self.output_dir, name)
+            pruned = prune_saved(
+                self.output_dir,
+                AUTOSAVE_PREFIX,
+                keep=int(self.params["autosave_keep"]),
+                max_bytes=int(self.params["autosave_max_mb"] * 1e6),
+            )
+        except OSError as error:
+            self.get_logger().warning(f"autosave under {self.output_dir} failed, the node goes on: {error}")
+            return
+        if pruned:
+            message = f"autosave: pruned {len(pruned)} old reconstruction(s): {', '.join(pruned)}"
+            self.get_logger().info(message)
+            with self._lock:
+                self._message = message
 
     def _merge_into_map(self, result: Reconstruction) -> None:
         if not self.params["accumulate_map"]:
@@ -518,7 +705,7 @@ class ShowroomNode(Node):
             )
         if result.mesh is not None:
             display = decimate_mesh(result.mesh, self.params["mesh_max_triangles"])
-            self.mesh_pub.publish(conv.mesh_to_markers(display, header))
+            self.mesh_pub.publish(conv.mesh_to_markers_serialized(display, header))
 
     # --- services ---------------------------------------------------------------------------------
     def _on_reconstruct(self, request: Reconstruct.Request, response: Reconstruct.Response) -> Reconstruct.Response:
@@ -560,7 +747,7 @@ class ShowroomNode(Node):
         self.cloud_pub.publish(conv.points_to_cloud(empty, empty.astype(np.uint8), header))
         self.map_pub.publish(conv.points_to_cloud(empty, empty.astype(np.uint8), header))
         self.keyframes_pub.publish(PoseArray(header=header))
-        self.mesh_pub.publish(conv.mesh_to_markers_clear(header))
+        self.mesh_pub.publish(conv.mesh_to_markers_serialized(None, header))
         if self.viewer is not None:
             self.viewer.clear()
         self._publish_status()
@@ -655,6 +842,8 @@ class ShowroomNode(Node):
                 else:
                     status += "; no view was accepted, so the reconstruction is unchanged"
         except Exception as error:
+            if not self.context.ok():
+                raise  # stopping: see _reconstruct
             with self._lock:
                 self._state, self._message = "collecting", f"generation failed: {error}"
             self._publish_status()
@@ -706,25 +895,41 @@ class ShowroomNode(Node):
                     "num_points",
                     "num_triangles",
                 )
+            ]
+            + [
+                KeyValue(key="callback_errors", value=str(sum(self._callback_errors.values()))),
+                KeyValue(key="last_callback_error", value=self._last_callback_error),
             ],
         )
         self.diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diagnostic]))
 
     def destroy_node(self) -> None:
+        """Stop at once (docs/shutdown.md): queued work is cancelled, running work (a model download,
+        a reconstruction, a generation, a save) is abandoned, and the temporary files of an
+        unfinished save are removed; ``run_node`` then ends the process without joining those threads.
+        """
         viewer = getattr(self, "viewer", None)
         if viewer is not None:
             viewer.stop()
-        for holder in getattr(self, "models", {}).values():
-            holder.wait(timeout=30.0)  # a loader thread still running at exit can abort the interpreter
         worker = getattr(self, "_worker", None)  # absent when the constructor failed on bad parameters
         if worker is not None:
-            worker.shutdown(wait=True, cancel_futures=True)
+            worker.shutdown(wait=False, cancel_futures=True)
+        output_dir = getattr(self, "output_dir", None)
+        if output_dir is not None:
+            remove_own_temporaries(output_dir)
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
     # Four threads: camera callbacks, services waiting on the worker, status timers.
-    return run_node(ShowroomNode, "showroom", args, threads=4)
+    return run_node(ShowroomNode, "showroom", args, threads=4, abandon=_abandon)
+
+
+def _abandon(node: ShowroomNode) -> None:
+    """Last clean-up when a service callback (a save) still runs at shutdown: no rcl handle is
+    destroyed under it; queued work is cancelled and unfinished temporaries are removed."""
+    node._worker.shutdown(wait=False, cancel_futures=True)
+    remove_own_temporaries(node.output_dir)
 
 
 if __name__ == "__main__":
