@@ -165,15 +165,20 @@ def fuzz_throughput(messages: int, workdir: Path, seed: int = 14) -> None:
             if value != last_value:
                 last_change, last_value = time.monotonic(), value
         absorbed = last_change - started
+        alive = node.alive()
     finally:
         node.stop()
         client.destroy_node()
-    tracebacks = node.log_path.read_text(errors="replace").count("Traceback")
+    log = node.log_path.read_text(errors="replace")
+    tracebacks = log.count("Traceback")
     print(
         f"2. fuzz throughput: {messages} generated messages published in {published:.1f} s, absorbed by the node "
         f"in {absorbed:.1f} s = {messages / max(absorbed, 1e-9):.0f} messages/s ({last_value - before} rejections "
-        f"counted); tracebacks in its log: {tracebacks}; alive until stopped: yes"
+        f"counted); tracebacks in its log: {tracebacks}; alive until stopped: {'yes' if alive else 'NO'}"
     )
+    if tracebacks:
+        start = log.index("Traceback")
+        print("   first traceback:\n" + log[max(0, start - 300) : start + 3000])
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from showroom_ros.reconstruction.surface import (
     decimate_mesh,
     orient_normals_to_cameras,
     reconstruct_surface,
+    surface_support,
 )
 
 CAMERAS = np.array([[0.0, -0.5, 0.6], [0.3, -0.6, 0.5]])
@@ -108,6 +109,8 @@ def test_bad_inputs_and_config_raise() -> None:
         SurfaceConfig(depth=20)
     with pytest.raises(ValueError, match="density_quantile"):
         SurfaceConfig(density_quantile=1.0)
+    with pytest.raises(ValueError, match="min_support"):
+        SurfaceConfig(min_support=1.5)
 
 
 def test_attach_mesh_returns_a_meshed_copy(repo_root: Path) -> None:
@@ -117,7 +120,8 @@ def test_attach_mesh_returns_a_meshed_copy(repo_root: Path) -> None:
     assert fused.mesh is None and "poisson" not in fused.timings  # the input is unchanged
     assert meshed.mesh is not None and meshed.mesh.num_triangles > 20_000
     assert meshed.points is fused.points and meshed.frame_id == "map"
-    assert {"fuse", "normals", "poisson", "trim"} <= set(meshed.timings)
+    assert {"fuse", "normals", "poisson", "trim", "support"} <= set(meshed.timings)
+    assert meshed.notes == []  # dense: no "sparse result" note
     distances, _ = cKDTree(fused.points).query(meshed.mesh.vertices)
     assert np.median(distances) < 0.01 and distances.max() < 0.08
     low, high = fused.points.min(0), fused.points.max(0)
@@ -137,3 +141,40 @@ def test_decimate_mesh_bounds_triangles_and_keeps_shape_and_colour() -> None:
     distances, _ = cKDTree(points).query(small.vertices)
     assert np.median(distances) < 0.03
     assert np.abs(small.vertex_colors.astype(int) - [10, 200, 30]).max() <= 3
+
+
+def _cloud(points: np.ndarray) -> Reconstruction:
+    n = len(points)
+    return Reconstruction(
+        points=points.astype(np.float32),
+        colors=np.full((n, 3), 120, np.uint8),
+        confidence=np.ones(n, np.float32),
+        camera_poses=np.zeros((0, 4, 4)),
+        intrinsics=[],
+    )
+
+
+def test_support_rule_meshes_a_dense_room_and_refuses_a_sparse_one() -> None:
+    """The same open room: densely sampled it gets a mesh; 150 points per face get points only and a note."""
+    dense = attach_mesh(_cloud(open_room(3000)), SurfaceConfig(depth=7))
+    assert dense.mesh is not None and dense.notes == []
+    sparse = attach_mesh(_cloud(open_room(150, seed=3)), SurfaceConfig(depth=7))
+    assert sparse.mesh is None and len(sparse.notes) == 1
+    assert sparse.notes[0].startswith("sparse result, no mesh: 600 points cover only")
+    assert "depth topic" in sparse.notes[0] and "model" in sparse.notes[0]
+    # The rule can be switched off, and then Poisson meshes anything (what issue 14 complained about).
+    assert attach_mesh(_cloud(open_room(150, seed=3)), SurfaceConfig(depth=7, min_support=0)).mesh is not None
+    tiny = attach_mesh(_cloud(open_room(5)), SurfaceConfig(depth=7))
+    assert tiny.mesh is None and "too few" in tiny.notes[0]
+
+
+def test_support_of_a_dense_rgbd_cloud_and_of_its_sparse_subsample(repo_root: Path) -> None:
+    """Real data: the fused kitchen supports its mesh; 2000 of its points (an SfM-sized cloud) do not."""
+    fused = fuse_rgbd(load_frame_folder(repo_root / "data" / "redkitchen"))
+    config = SurfaceConfig(depth=8)
+    mesh = reconstruct_surface(fused.points, fused.colors, fused.camera_poses, config)
+    dense = surface_support(mesh, fused.points, config.support_cells, config.depth, config.poisson_scale)
+    subsample = fused.points[np.random.default_rng(0).choice(len(fused.points), 2000, replace=False)]
+    sparse_mesh = reconstruct_surface(subsample, None, fused.camera_poses, config)
+    sparse = surface_support(sparse_mesh, subsample, config.support_cells, config.depth, config.poisson_scale)
+    assert dense >= 0.9 > config.min_support > sparse, (dense, sparse)

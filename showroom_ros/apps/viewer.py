@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import io
 import socket
 import threading
@@ -343,6 +344,8 @@ class ReconstructionViewer:
                     "/showroom/mesh", geometry_mesh, visible=self._toggles["mesh"].value
                 )
                 self._handles["mesh"].append(handle)
+                del geometry_mesh
+                gc.collect()  # trimesh objects are reference cycles holding a copy of the mesh (io/export.py)
 
             frustum_scale = 0.08 * radius
             for layer, views, colour in (

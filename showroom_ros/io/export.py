@@ -10,6 +10,7 @@ frame; ``showroom``: the first keyframe's optical frame, y down); no axis conver
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import secrets
@@ -109,7 +110,13 @@ def save_glb(reconstruction: Reconstruction, path: str | Path) -> Path:
             np.asarray(reconstruction.points, dtype=np.float64),
             colors=np.hstack([reconstruction.colors, alpha]),
         )
-    data = trimesh.Scene(geometry).export(file_type="glb")
+    scene = trimesh.Scene(geometry)
+    data = scene.export(file_type="glb")
+    # Trimesh objects are reference cycles (geometry <-> caches <-> visuals) that hold float64/int64
+    # copies of the mesh (~15 MB for 377k triangles). Only a full garbage collection frees them, and a
+    # node that autosaves every few seconds piled up hundreds of MB before one ran (issue 14, defect 12).
+    del scene, geometry
+    gc.collect()
     return _atomic_write(path, lambda temporary: temporary.write_bytes(data))
 
 
@@ -153,6 +160,7 @@ def save_npz(reconstruction: Reconstruction, path: str | Path) -> Path:
         "metric": np.asarray(bool(reconstruction.metric)),
         "backend": np.asarray(reconstruction.backend),
         "timings_json": np.asarray(json.dumps(reconstruction.timings)),
+        "notes_json": np.asarray(json.dumps(list(reconstruction.notes))),
     }
     if reconstruction.mesh is not None:
         arrays["mesh_vertices"] = np.asarray(reconstruction.mesh.vertices, dtype=np.float32)
@@ -198,6 +206,7 @@ def load_reconstruction(npz_path: str | Path) -> Reconstruction:
             backend=str(data["backend"]) if "backend" in data.files else "",
             mesh=mesh,
             timings=json.loads(str(data["timings_json"])) if "timings_json" in data.files else {},
+            notes=[str(note) for note in json.loads(str(data["notes_json"]))] if "notes_json" in data.files else [],
         )
 
 

@@ -28,6 +28,8 @@ class Reconstruction:
 
     ``metric`` says whether units are metres (depth or known poses fixed the scale).
     ``timings`` holds seconds per stage, in the order the stages ran.
+    ``notes`` are human-readable caveats for the operator (the node shows them in ``~/status``), e.g.
+    that the result is sparse and what would make it dense.
     """
 
     points: np.ndarray  # (N, 3) float32
@@ -40,6 +42,7 @@ class Reconstruction:
     backend: str = ""
     mesh: TriangleMesh | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.points)

@@ -19,6 +19,16 @@ from showroom_ros.reconstruction.result import Reconstruction, TriangleMesh
 
 MIN_SURFACE_POINTS = 30
 
+SUPPORT_CELLS = 2.0
+MIN_SUPPORT = 0.7
+"""Defaults of :func:`surface_support`'s rule (calibration in its docstring)."""
+
+DENSE_HINT = (
+    "add depth (a depth topic, backend rgbd) or configure learned model weights "
+    "(parameter model: Fast3R weights, or student_model) for a dense surface"
+)
+"""What would turn a sparse result into a dense one; ends every sparse-result note."""
+
 
 @dataclass
 class SurfaceConfig:
@@ -44,6 +54,8 @@ class SurfaceConfig:
     normal_max_neighbors: int = 30
     poisson_scale: float = 1.1
     threads: int = -1
+    min_support: float = MIN_SUPPORT
+    support_cells: float = SUPPORT_CELLS
 
     def __post_init__(self) -> None:
         if not 4 <= self.depth <= 14:
@@ -56,6 +68,8 @@ class SurfaceConfig:
             raise ValueError("crop_margin and max_distance_factor must be >= 0")
         if self.normal_radius_factor <= 0 or self.normal_max_neighbors < 3:
             raise ValueError("normal_radius_factor must be > 0 and normal_max_neighbors >= 3")
+        if not 0 <= self.min_support <= 1 or not self.support_cells > 0:
+            raise ValueError("min_support must be in [0, 1] and support_cells > 0")
 
 
 def _camera_centres_and_axes(cameras: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -70,9 +84,7 @@ def _camera_centres_and_axes(cameras: np.ndarray | None) -> tuple[np.ndarray, np
     raise ValueError(f"cameras must be (K, 3) centres or (K, 4, 4) camera-to-frame poses, got {array.shape}")
 
 
-def orient_normals_to_cameras(
-    points: np.ndarray, normals: np.ndarray, cameras: np.ndarray | None
-) -> np.ndarray:
+def orient_normals_to_cameras(points: np.ndarray, normals: np.ndarray, cameras: np.ndarray | None) -> np.ndarray:
     """Flip normals to face the cameras that plausibly saw each point.
 
     Every camera that has the point in front of it (within 70 degrees of its optical axis, when
@@ -157,14 +169,10 @@ def reconstruct_surface(
         if rgb.shape != (len(finite), 3):
             raise ValueError(f"colors must be ({len(finite)}, 3) to match the points, got {rgb.shape}")
         rgb = rgb[finite].astype(np.float64)
-        cloud.colors = o3d.utility.Vector3dVector(
-            rgb / 255.0 if np.asarray(colors).dtype == np.uint8 else rgb
-        )
+        cloud.colors = o3d.utility.Vector3dVector(rgb / 255.0 if np.asarray(colors).dtype == np.uint8 else rgb)
     spacing = float(np.mean(np.asarray(cloud.compute_nearest_neighbor_distance())))
     radius = max(spacing, 1e-9) * config.normal_radius_factor
-    cloud.estimate_normals(
-        o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=config.normal_max_neighbors)
-    )
+    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=config.normal_max_neighbors))
     normals = orient_normals_to_cameras(xyz, np.asarray(cloud.normals), camera_centres)
     cloud.normals = o3d.utility.Vector3dVector(normals)
     stage_times["normals"] = stage_times.get("normals", 0.0) + time.perf_counter() - started
@@ -197,12 +205,64 @@ def reconstruct_surface(
     return TriangleMesh(vertices, np.asarray(mesh.triangles, dtype=np.int32), vertex_colors)
 
 
+def surface_support(mesh: TriangleMesh, points: np.ndarray, cells: float, depth: int, scale: float) -> float:
+    """Fraction of the mesh's area within ``cells`` Poisson cells of an input point (0 for no mesh).
+
+    A triangle counts as supported when its centroid is that close to a point of the cloud. The cell
+    is the octree's leaf size (``scale`` x the cloud's largest extent / 2**``depth``), so the rule has
+    no unit and also holds for the non-metric clouds of learned backends. Where the cloud samples the
+    surface at least as finely as Poisson resolves it almost all the area is supported; where a few
+    points are spread over a room, almost all of it is Poisson's interpolation between them.
+
+    Calibration at depth 9 (``benchmarks/bench_sfm.py --surface``, docs/benchmarks.md), support within
+    2 / 4 / 8 cells: dense rgbd clouds of two 5-frame 7-Scenes groups 0.88-0.91 / 0.97-1.00 / 1.00;
+    their sparse sfm clouds (RGB + known poses, 433-2237 points, old and new matching, 540 and
+    640 px) 0.01-0.37 / 0.03-0.64 / 0.14-0.95. At 8 cells the two overlap; at 2 cells the default
+    threshold 0.7 has a wide margin on both sides (:data:`SUPPORT_CELLS`, :data:`MIN_SUPPORT`).
+    """
+    if mesh.num_triangles == 0:
+        return 0.0
+    xyz = np.asarray(points, dtype=np.float64)
+    xyz = xyz[np.all(np.isfinite(xyz), axis=1)]
+    cell = scale * float(np.max(xyz.max(axis=0) - xyz.min(axis=0))) / 2**depth
+    corners = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.triangles)]
+    areas = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    tree = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(corners.mean(axis=1)))
+    distance = np.asarray(tree.compute_point_cloud_distance(o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))))
+    total = float(areas.sum())
+    return float(areas[distance <= cells * cell].sum() / total) if total > 0 else 0.0
+
+
 def attach_mesh(reconstruction: Reconstruction, config: SurfaceConfig | None = None) -> Reconstruction:
-    """A copy of ``reconstruction`` with its Poisson mesh (cameras orient the normals) and stage timings."""
+    """A copy of ``reconstruction`` with its Poisson mesh (cameras orient the normals) and stage timings.
+
+    When the cloud does not support a surface (:func:`surface_support` below ``min_support``, or
+    fewer than ``MIN_SURFACE_POINTS`` points) the copy has no mesh and a note saying why and what
+    would make it dense. No mesh at all rather than the supported triangles only: on a sparse cloud
+    those are small patches around isolated points, whose shape and orientation come from a dozen
+    noisy neighbours; a consumer cannot tell them from measured surface, and the points already say
+    all that was measured.
+    """
+    config = config or SurfaceConfig()
     timings = dict(reconstruction.timings)
+    notes = list(reconstruction.notes)
+    finite = int(np.all(np.isfinite(reconstruction.points), axis=1).sum())
+    if finite < MIN_SURFACE_POINTS:
+        notes.append(f"no mesh: {finite} points are too few for a surface; {DENSE_HINT}")
+        return replace(reconstruction, mesh=None, timings=timings, notes=notes)
     cameras = reconstruction.camera_poses if len(reconstruction.camera_poses) else None
     mesh = reconstruct_surface(reconstruction.points, reconstruction.colors, cameras, config, timings)
-    return replace(reconstruction, mesh=mesh, timings=timings)
+    if config.min_support > 0:
+        started = time.perf_counter()
+        support = surface_support(mesh, reconstruction.points, config.support_cells, config.depth, config.poisson_scale)
+        timings["support"] = time.perf_counter() - started
+        if support < config.min_support:
+            notes.append(
+                f"sparse result, no mesh: {reconstruction.num_points} points cover only {support:.0%} of the "
+                f"surface Poisson would fit through them (a mesh needs {config.min_support:.0%}); {DENSE_HINT}"
+            )
+            return replace(reconstruction, mesh=None, timings=timings, notes=notes)
+    return replace(reconstruction, mesh=mesh, timings=timings, notes=notes)
 
 
 def decimate_mesh(mesh: TriangleMesh, max_triangles: int) -> TriangleMesh:
