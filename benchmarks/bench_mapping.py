@@ -5,6 +5,8 @@ Measures, on the CPU:
   occupancy   build_occupancy over a 20 m x 20 m synthetic floor at 5 cm (surface points + 3 keyframes of rays)
   chunks      incremental ChunkedMesh.update after a 3-keyframe window in a map of >= 5,000 blocks,
               and the bytes sent vs the bytes of the whole mesh
+  robot map   RobotMap.integrate of one 3-keyframe window (TSDF integration, chunk update, kept surface cloud,
+              incremental occupancy) in that map, then surface() and occupancy() as the node publishes them
   memory      blocks and bytes of a 200 m2 (10 m x 20 m) synthetic floor at 2 cm
   accuracy    all frames of 7scenes_redkitchen and slambook2_diningroom (their poses): map mesh vertices vs
               the ground-truth depth points (median, p90) and completion (GT points within 5 cm of the mesh);
@@ -27,6 +29,7 @@ from scipy.spatial import cKDTree
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from showroom_ros.capture.keyframes import Keyframe  # noqa: E402
 from showroom_ros.geometry.camera import CameraIntrinsics  # noqa: E402
 from showroom_ros.mapping.mesh_chunks import ChunkedMesh  # noqa: E402
 from showroom_ros.mapping.occupancy import (  # noqa: E402
@@ -36,7 +39,9 @@ from showroom_ros.mapping.occupancy import (  # noqa: E402
     build_occupancy,
     depth_rays,
 )
+from showroom_ros.mapping.robot_map import RobotMap, RobotMapConfig  # noqa: E402
 from showroom_ros.mapping.volume import IntegrationReport, TsdfVolume, VolumeConfig  # noqa: E402
+from showroom_ros.reconstruction.result import Reconstruction  # noqa: E402
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 K_KITCHEN = CameraIntrinsics(fx=585.0, fy=585.0, cx=320.0, cy=240.0, width=640, height=480)
@@ -186,6 +191,50 @@ def bench_chunks_and_memory() -> None:
     )
 
 
+def bench_robot_map() -> None:
+    """End to end per window, as the node runs it: integrate + chunks + surface + occupancy."""
+    k = CameraIntrinsics(fx=525.0, fy=525.0, cx=320.0, cy=240.0, width=640, height=480)
+    lo, hi = np.array([0.0, 0.0, 0.0]), np.array([10.0, 20.0, 2.4])
+    rng = np.random.default_rng(1)
+    image = np.full((k.height, k.width, 3), 128, np.uint8)
+
+    def window(poses: list[np.ndarray], stamp: int) -> tuple[Reconstruction, list[Keyframe]]:
+        frames = [
+            Keyframe(image=image, stamp_ns=stamp + i, intrinsics=k, depth=box_depth(p, k, lo, hi), pose=p)
+            for i, p in enumerate(poses)
+        ]
+        empty = np.zeros((0, 3))
+        recon = Reconstruction(empty, empty.astype(np.uint8), np.zeros(0), np.stack(poses), [k] * len(poses))
+        return recon, frames
+
+    config = RobotMapConfig(volume=VolumeConfig(voxel_size=0.02, depth_max=4.0, block_budget=200_000))
+    robot_map = RobotMap(config)
+    path = [(x, y) for y in np.arange(1.0, 19.5, 1.5) for x in np.arange(1.0, 9.5, 2.0)]
+    poses = []
+    for x, y in path:
+        target = np.array([x + rng.uniform(-1.5, 1.5), y + rng.uniform(0.5, 1.5), 0.0])
+        poses.append(look_at(np.array([x, y, 1.3]), target))
+    start = time.perf_counter()
+    for first in range(0, len(poses), 5):
+        robot_map.integrate(*window(poses[first : first + 5], 1000 * first))
+    build = time.perf_counter() - start
+    times = []
+    for repeat, (x, y) in enumerate([(5.0, 10.0), (3.0, 6.0), (7.0, 14.0)]):
+        poses = [look_at(np.array([x + d, y + d, 1.3]), np.array([x + d + 1, y + d + 1, 0.0])) for d in (0, 0.3, 0.6)]
+        recon, frames = window(poses, 10**6 * (repeat + 1))
+        start = time.perf_counter()
+        update = robot_map.integrate(recon, frames)
+        points, _ = robot_map.surface()
+        grid = robot_map.occupancy()
+        times.append(time.perf_counter() - start)
+    print(
+        f"robot map: {len(path)} keyframes in windows of 5 took {build:.1f} s; then a 3-keyframe window in a map of "
+        f"{robot_map.block_count} blocks, integrate + chunks + surface + occupancy: "
+        f"{', '.join(f'{t * 1e3:.0f}' for t in times)} ms ({len(update.chunks.changed)} chunks, "
+        f"{update.chunks.nbytes / 2**20:.2f} MiB, {len(points)} surface points, grid {grid.width}x{grid.height})"
+    )
+
+
 def bench_accuracy(name: str, frames: list, floor_axis_from_first: bool) -> None:
     volume = TsdfVolume(VolumeConfig(voxel_size=0.02, depth_max=4.0))
     rays, gt = [], []
@@ -235,10 +284,11 @@ def bench_accuracy(name: str, frames: list, floor_axis_from_first: bool) -> None
 
 
 def main() -> None:
-    print("measured on a shared, loaded 2-core machine; CPU Open3D")
+    print(f"measured on a shared, loaded 2-core machine; CPU Open3D; load average {Path('/proc/loadavg').read_text()}")
     bench_integrate()
     bench_occupancy()
     bench_chunks_and_memory()
+    bench_robot_map()
     bench_accuracy("7scenes_redkitchen", kitchen_frames(), True)
     bench_accuracy("slambook2_diningroom", dining_frames(), True)
 

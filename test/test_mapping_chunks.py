@@ -135,3 +135,37 @@ def test_full_rebuild_after_load_and_reset(tmp_path: Path) -> None:
     assert chunks.update(None).removed == []
     cleared = chunks.reset()
     assert sorted(cleared.removed) == sorted(scene) and chunks.published == set()
+
+
+def _sorted_rows(points: np.ndarray) -> np.ndarray:
+    return points[np.lexsort(points.T)]
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_incremental_points_and_chunks_equal_a_full_recomputation(seed: int) -> None:
+    """Speed must not change the answer: after every update the kept cloud is exactly the grid's cloud,
+    and the chunks equal those of a full rebuild (same triangles per chunk, up to order)."""
+    rng = np.random.default_rng(seed)
+    volume = TsdfVolume(VolumeConfig(voxel_size=0.05, depth_max=6.0, block_budget=int(rng.choice([150, 10_000]))))
+    chunks = ChunkedMesh(volume, chunk_size_m=float(rng.choice([0.4, 1.0])), keep_points=True)
+    for pose in room_poses(rng, 4):
+        pose[:3, 3] += rng.uniform(-0.3, 0.3, 3) * [1, 1, 0]
+        chunks.update(volume.integrate(box_room_depth(pose, SMALL_K), SMALL_K, pose))
+        got, colours = chunks.points()
+        expected, expected_colours = volume.extract_point_cloud()
+        assert len(got) == len(expected) > 0, f"seed {seed}"
+        np.testing.assert_array_equal(_sorted_rows(got), _sorted_rows(expected), err_msg=f"seed {seed}")
+        np.testing.assert_array_equal(
+            _sorted_rows(np.hstack([got, colours])), _sorted_rows(np.hstack([expected, expected_colours]))
+        )
+        full = ChunkedMesh(volume, chunk_size_m=chunks.chunk_size)
+        rebuilt = {c.chunk_id: c for c in full.update(None).changed}
+        assert chunks.published == set(rebuilt), f"seed {seed}"
+        for cid, reference in rebuilt.items():
+            mine = chunks.chunk(cid)
+            assert mine is not None
+            np.testing.assert_array_equal(
+                _sorted_rows(mine.vertices[mine.triangles].reshape(-1, 9)),
+                _sorted_rows(reference.vertices[reference.triangles].reshape(-1, 9)),
+                err_msg=f"seed {seed} chunk {cid}",
+            )

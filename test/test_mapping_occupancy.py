@@ -141,3 +141,13 @@ def test_grid_from_the_tsdf_map_sees_the_pillar() -> None:
 def test_empty_input_gives_an_empty_grid() -> None:
     grid = build_occupancy(np.zeros((0, 3)), [], OccupancyConfig())
     assert grid.data.shape == (0, 0)
+
+
+def test_non_finite_surface_points_are_ignored() -> None:
+    config = OccupancyConfig(resolution=0.1, padding=0.2)
+    good = np.array([[0.05, 0.05, 0.5], [1.05, 0.55, 1.0]])
+    bad = np.array([[np.nan, 0.0, 0.5], [0.0, np.inf, 0.5], [-np.inf, 1.0, 0.5]])
+    grid = build_occupancy(np.concatenate([good, bad]), [], config)
+    clean = build_occupancy(good, [], config)
+    np.testing.assert_array_equal(grid.data, clean.data)
+    assert grid.origin_xy == clean.origin_xy and (grid.data == OCCUPIED).sum() == 2

@@ -194,6 +194,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CliError(f"--max-keyframes: {error}") from None
     backends = _make_backends(args.backend, args.model, args.device)
+    if args.map:
+        return _reconstruct_map(args, source, name, out, backends, selector, started)
     pipeline = ReconstructionPipeline(
         PipelineConfig(backend=args.backend, build_mesh=not args.no_mesh), backends
     )
@@ -283,6 +285,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         "backend_notes": backend_notes,
         "points": int(reconstruction.num_points),
         "triangles": int(mesh.num_triangles) if mesh is not None else 0,
+        "result_notes": list(reconstruction.notes),
         "frame_id": reconstruction.frame_id,
         "metric": bool(reconstruction.metric),
         "bounds_min": [float(v) for v in reconstruction.points.min(axis=0)],
@@ -308,6 +311,137 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconstruct_map(
+    args: argparse.Namespace,
+    source: Path,
+    name: str,
+    out: Path,
+    backends: dict[str, Any],
+    selector: Any,
+    started: float,
+) -> int:
+    """``reconstruct --map``: continuous mapping over every frame, then the files of the node's ~/save_map."""
+    from showroom_ros.apps.map_session import ContinuousMapper, map_input, save_map
+    from showroom_ros.apps.offline import BagOptions
+    from showroom_ros.mapping.occupancy import OccupancyConfig
+    from showroom_ros.mapping.robot_map import RobotMap, RobotMapConfig
+    from showroom_ros.reconstruction.pipeline import PipelineConfig, ReconstructionPipeline
+
+    quiet = args.quiet
+    if args.all or args.frames:
+        raise CliError("--map considers every frame and selects keyframes itself: drop --all/--frames")
+    if args.intrinsics:
+        raise CliError("--intrinsics is not supported with --map (give the folder a camera.yaml)")
+    try:
+        config = RobotMapConfig(
+            occupancy=OccupancyConfig(floor_z=args.floor_z), gravity_aligned=args.map_up != "none"
+        )
+    except ValueError as error:
+        raise CliError(f"--map: {error}") from None
+    robot_map = RobotMap(config)
+    pipeline = ReconstructionPipeline(PipelineConfig(backend=args.backend, build_mesh=False), backends)
+    backend_notes = _load_weights(backends, args.backend, quiet)
+
+    def report(window: Any) -> None:
+        if window.error:
+            _say(quiet, f"window {window.number} ({', '.join(window.keyframes)}): failed: {window.error}")
+        else:
+            text = f"{window.backend}; {window.update.summary} in {_fmt_seconds(window.seconds)}"
+            _say(quiet, f"window {window.number} ({', '.join(window.keyframes)}): {text}")
+
+    try:
+        mapper = ContinuousMapper(pipeline, robot_map, args.window, args.overlap, on_window=report)
+    except ValueError as error:
+        raise CliError(f"--window/--overlap: {error}") from None
+    bag = BagOptions(
+        image_topic=args.image_topic,
+        depth_topic=args.depth_topic,
+        camera_info_topic=args.camera_info_topic,
+        depth_info_topic=args.depth_info_topic,
+        pose_topic=args.pose_topic,
+        fixed_frame=args.fixed_frame,
+        camera_frame=args.camera_frame,
+        depth_scale=args.depth_scale,
+    )
+    run = map_input(
+        source,
+        mapper,
+        selector=selector,
+        with_depth=not args.no_depth,
+        with_poses=not args.no_poses,
+        bag=bag,
+        up_from_first_camera=args.map_up == "first-camera",
+        progress=_progress_factory(quiet),
+    )
+    done = [w for w in run.windows if not w.error]
+    if not done:
+        reasons = "; ".join(w.error for w in run.windows) or "no window was reconstructed"
+        raise CliError(f"no window could be mapped: {reasons}")
+    try:
+        written = save_map(robot_map, out, name)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    grid = robot_map.occupancy()
+    summary = {
+        "input": str(source),
+        "kind": run.kind,
+        "frames_considered": run.frames_considered,
+        "keyframes_selected": run.keyframes,
+        "keyframes_integrated": robot_map.keyframe_count,
+        "selection": run.notes,
+        "backend_notes": backend_notes,
+        "frame_id": robot_map.frame_id,
+        "map_up": args.map_up,
+        "transform": run.transform.tolist() if run.transform is not None else None,
+        "window": args.window,
+        "overlap": args.overlap,
+        "windows": [
+            {
+                "keyframes": w.keyframes,
+                "backend": w.backend,
+                "error": w.error,
+                "integrated": len(w.update.integrated) if w.update else 0,
+                "skipped": len(w.update.skipped) if w.update else 0,
+                "dropped_blocks": w.update.dropped_blocks if w.update else 0,
+                "messages": w.update.messages if w.update else [],
+                "seconds": w.seconds,
+            }
+            for w in run.windows
+        ],
+        "blocks": robot_map.block_count,
+        "memory_bytes": robot_map.volume.memory_bytes(),
+        "surface_points": len(robot_map.surface()[0]),
+        "occupancy": None
+        if grid is None
+        else {"width": grid.width, "height": grid.height, "resolution": grid.resolution, "origin": grid.origin_xy},
+        "occupancy_reason": robot_map.occupancy_reason,
+        "seconds": {"total": time.perf_counter() - started},
+        "outputs": {kind: str(path) for kind, path in written.items()},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not quiet:
+        failed = len(run.windows) - len(done)
+        occupancy = (
+            f"occupancy {grid.width}x{grid.height} cells at {grid.resolution:g} m"
+            if grid is not None
+            else f"no occupancy grid: {robot_map.occupancy_reason}"
+        )
+        lines = [
+            f"input      {source} ({run.kind}, {run.frames_considered} frames, {run.keyframes} keyframes)",
+            *(f"           {note}" for note in run.notes),
+            f"windows    {len(done)} mapped" + (f", {failed} failed" if failed else "")
+            + f" (window {args.window}, overlap {args.overlap})",
+            f"map        {robot_map.keyframe_count} keyframes in frame '{robot_map.frame_id}', "
+            f"{robot_map.block_count:,} blocks, {summary['surface_points']:,} surface points; {occupancy}",
+            f"seconds    total {_fmt_seconds(summary['seconds']['total'])}",
+            "wrote      " + ", ".join(str(p) for p in written.values()),
+        ]
+        print("\n".join(lines), flush=True)
+    return 0
+
+
 def _print_summary(summary: dict[str, Any], timings: dict[str, float]) -> None:
     seconds = summary["seconds"]
     stages = " | ".join(f"{k} {_fmt_seconds(v)}" for k, v in timings.items() if not k.endswith("_total"))
@@ -320,6 +454,7 @@ def _print_summary(summary: dict[str, Any], timings: dict[str, float]) -> None:
         f"result     {summary['points']:,} points, {summary['triangles']:,} triangles, "
         f"frame '{summary['frame_id']}'"
         f" ({'metres' if summary['metric'] else 'arbitrary scale'})",
+        *(f"           note: {note}" for note in summary["result_notes"]),
         f"stages     {stages}" if stages else "stages     (none reported)",
         f"seconds    startup {_fmt_seconds(seconds['startup'])} | load {_fmt_seconds(seconds['load'])}"
         + (f" | weights {_fmt_seconds(seconds['weights'])}" if seconds["weights"] >= 0.01 else "")
@@ -549,6 +684,27 @@ def build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--camera-frame", help="camera optical frame (default: the images' header.frame_id)")
     bag.add_argument(
         "--depth-scale", type=float, default=1000.0, help="16-bit depth units per metre (default 1000)"
+    )
+    robot_map = rec.add_argument_group("continuous mapping (--map): the robot map of every frame")
+    robot_map.add_argument(
+        "--map",
+        action="store_true",
+        help="map every frame: reconstruct overlapping keyframe windows, integrate them into one TSDF "
+        "map and write its mesh, cloud, Nav2 occupancy grid and volume to --out",
+    )
+    robot_map.add_argument("--window", type=_positive_int, default=5, help="keyframes per window (default 5)")
+    robot_map.add_argument(
+        "--overlap", type=int, default=1, help="keyframes a window shares with the previous one (default 1)"
+    )
+    robot_map.add_argument(
+        "--map-up",
+        choices=("z", "first-camera", "none"),
+        default="z",
+        help="z: the poses' frame is z up (REP-103, default); first-camera: rotate the poses so the first "
+        "camera's -y is up (sequences such as 7-Scenes); none: not gravity-aligned, no occupancy grid",
+    )
+    robot_map.add_argument(
+        "--floor-z", type=float, default=0.0, help="floor height in the map frame for the occupancy band (default 0)"
     )
     rec.add_argument("--json", action="store_true", help="print the summary as JSON")
     rec.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")

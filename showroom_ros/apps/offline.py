@@ -611,12 +611,15 @@ def load_bag(
     options: BagOptions | None = None,
     selector: KeyframeSelectorConfig | None = None,
     progress: ProgressFactory = _silent,
+    on_full: Callable[[list[Keyframe]], Sequence[Keyframe]] | None = None,
 ) -> OfflineInput:
     """Keyframes of a rosbag2 chosen as the node would: throttled, sharp, new, with depth and pose.
 
     Pass 1 reads the small topics (CameraInfo, /tf, /tf_static, pose topic) in full, so a pose can
     be interpolated at any image stamp; pass 2 streams colour and depth through the node's
-    :class:`KeyframeCollector` in recording order until its buffer is full.
+    :class:`KeyframeCollector` in recording order until its buffer is full. With ``on_full``
+    (continuous mapping) the whole bag is read instead: each full buffer goes to ``on_full``, the
+    buffer restarts from the keyframes it returns (the overlap), and the last partial buffer is returned.
     """
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
@@ -741,6 +744,7 @@ def load_bag(
         # Pass 2: colour and depth, in recording order, through the node's collector.
         stream = [c for c in reader.connections if c.topic in {options.image_topic, options.depth_topic}]
         images_seen = 0
+        windows = 0
         rejections: Counter[str] = Counter()
         bar = progress(sum(c.msgcount for c in stream) or None, "choosing keyframes")
         try:
@@ -776,7 +780,13 @@ def load_bag(
                     if outcome.kind == "rejected" and "buffer is full" not in outcome.reason:
                         rejections[_reason_kind(outcome.reason)] += 1
                 if buffer.is_full:
-                    break
+                    if on_full is None:
+                        break
+                    kept = list(on_full(buffer.keyframes))
+                    windows += 1
+                    buffer.clear()
+                    for keyframe in kept:
+                        buffer.add(keyframe)
         finally:
             bar.close()
     finally:
@@ -790,13 +800,15 @@ def load_bag(
     notes.append(f"poses from {pose_source}")
     if images_seen == 0:
         raise OfflineInputError(f"bag {path} has no messages on {options.image_topic}")
-    if len(keyframes) < config.min_keyframes:
+    if len(keyframes) < config.min_keyframes and windows == 0:
         detail = f"; camera pose lookup: {pose_state['error']}" if pose_state["error"] else ""
         raise OfflineInputError(
             f"only {len(keyframes)} of {images_seen} images on {options.image_topic} became keyframes "
             f"(need {config.min_keyframes}; rejected: {_top_reasons(rejections)}){detail}"
         )
     note = f"selected {len(keyframes)} keyframes from {images_seen} images on {options.image_topic}"
+    if windows:
+        note = f"{windows} full windows, then {note[len('selected ') :]}"
     if rejections:
         note += f" (rejected: {_top_reasons(rejections)})"
     notes.append(note)

@@ -1,0 +1,580 @@
+"""One persistent robot map: reconstructions' keyframes fused into a TSDF, its chunked mesh and occupancy grid.
+
+Why a class around :mod:`volume`, :mod:`mesh_chunks` and :mod:`occupancy`: the node and the offline CLI
+must do the same bookkeeping after every reconstruction window. They integrate each keyframe once (a
+window overlaps the previous one so learned backends stay registered, and the overlap must not count
+twice), take depth from the sensor or render it from the backend's cloud, re-mesh only the chunks an
+integration touched, and keep the occupancy grid's free space across integrations.
+
+Free space memory: each integration's keyframe rays are turned into observed-free cells, which are OR-ed
+into one boolean grid that grows with the map's xy extent (``OccupancyConfig.max_cells`` bounds it: one
+byte per 5 cm cell, 25 MB at the default limit). Obstacles are not accumulated: they are recomputed
+from the current TSDF surface, so carved or budget-dropped surface stops being an obstacle, and an
+obstacle always wins over remembered free space. The rays themselves are not kept.
+
+Not thread-safe: the node calls a ``RobotMap`` from its one mapping worker thread only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import open3d as o3d
+
+from showroom_ros.capture.keyframes import Keyframe
+from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.mapping.mesh_chunks import ChunkedMesh, ChunkUpdate
+from showroom_ros.mapping.occupancy import (
+    FREE,
+    OCCUPIED,
+    UNKNOWN,
+    OccupancyConfig,
+    OccupancyGrid,
+    Rays,
+    build_occupancy,
+    depth_rays,
+)
+from showroom_ros.mapping.volume import IntegrationReport, TsdfVolume, VolumeConfig, render_depth_from_points
+from showroom_ros.reconstruction.result import Reconstruction
+
+KeyframeKey = tuple[int, int, str]
+
+
+class MapInputError(ValueError):
+    """A reconstruction the map cannot take (not metric, another frame, cameras that do not pair up)."""
+
+
+@dataclass(frozen=True)
+class RobotMapConfig:
+    """Map parameters. ``occupancy.floor_z``/``min_height``/``max_height`` set the obstacle band.
+
+    ``gravity_aligned`` says the map frame's z is up (REP-103); without it there is no occupancy grid.
+    ``render_min_confidence`` gates a backend's points before they are rendered into a keyframe's
+    depth (the TSDF takes no per-pixel weight): rgbd confidence counts keyframes (>= 1), Fast3R's is
+    >= 1, SfM's is a track length (>= 2). ``render_scale`` renders that depth at a fraction of the
+    colour resolution, which closes the holes between a fused cloud's voxels. ``ray_stride`` samples
+    every n-th depth pixel for free-space rays.
+    """
+
+    frame_id: str = "map"
+    volume: VolumeConfig = field(default_factory=VolumeConfig)
+    chunk_size_m: float = 1.0
+    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
+    gravity_aligned: bool = True
+    render_min_confidence: float = 0.0
+    render_scale: float = 0.5
+    render_point_radius_px: int = 1
+    ray_stride: int = 4
+
+    def __post_init__(self) -> None:
+        if not self.frame_id.strip():
+            raise ValueError("frame_id must name the map frame, got an empty string")
+        if not isinstance(self.volume, VolumeConfig):
+            raise ValueError(f"volume must be a VolumeConfig, got {type(self.volume).__name__}")
+        if not isinstance(self.occupancy, OccupancyConfig):
+            raise ValueError(f"occupancy must be an OccupancyConfig, got {type(self.occupancy).__name__}")
+        if not (math.isfinite(self.chunk_size_m) and self.chunk_size_m >= self.volume.block_size):
+            raise ValueError(
+                f"chunk_size_m must be at least one block ({self.volume.block_size:g} m), got {self.chunk_size_m}"
+            )
+        if not math.isfinite(self.render_min_confidence):
+            raise ValueError(f"render_min_confidence must be finite, got {self.render_min_confidence}")
+        if not 0 < self.render_scale <= 1:
+            raise ValueError(f"render_scale must be in (0, 1], got {self.render_scale}")
+        if self.render_point_radius_px < 0:
+            raise ValueError(f"render_point_radius_px must be >= 0, got {self.render_point_radius_px}")
+        if self.ray_stride < 1:
+            raise ValueError(f"ray_stride must be >= 1, got {self.ray_stride}")
+
+
+@dataclass
+class MapUpdate:
+    """What one integration (or load) changed, for the node's topics and ``~/status``.
+
+    ``integrated``/``skipped`` are keyframe indices of the window; ``depth_sources[i]`` is "sensor" or
+    "rendered" for ``integrated[i]``. ``occupancy`` is None when there is no grid; ``occupancy_reason``
+    then says why.
+    """
+
+    reports: list[IntegrationReport] = field(default_factory=list)
+    chunks: ChunkUpdate = field(default_factory=ChunkUpdate)
+    occupancy: OccupancyGrid | None = None
+    occupancy_reason: str = ""
+    integrated: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    depth_sources: list[str] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    block_count: int = 0
+    memory_bytes: int = 0
+
+    @property
+    def dropped_blocks(self) -> int:
+        """Blocks the block budget erased during this update."""
+        return sum(len(r.dropped_blocks) for r in self.reports)
+
+    @property
+    def summary(self) -> str:
+        """One line for the log/status."""
+        text = (
+            f"integrated {len(self.integrated)} keyframes ({', '.join(self.depth_sources) or 'none'}); "
+            f"map {self.block_count} blocks ({self.memory_bytes / 2**20:.1f} MiB); "
+            f"{len(self.chunks.changed)} chunks changed, {len(self.chunks.removed)} removed"
+        )
+        if self.skipped:
+            text += f"; skipped {len(self.skipped)}"
+        if self.dropped_blocks:
+            text += f"; block budget reached: dropped {self.dropped_blocks} blocks farthest from the camera"
+        if self.occupancy is None and self.occupancy_reason:
+            text += f"; no occupancy grid: {self.occupancy_reason}"
+        return text
+
+
+def keyframe_key(keyframe: Keyframe) -> KeyframeKey:
+    """Identity of a keyframe across windows: camera, stamp and source file (copies compare equal)."""
+    return (int(keyframe.camera_id), int(keyframe.stamp_ns), keyframe.metadata.get("rgb", ""))
+
+
+def _for_size(intrinsics: CameraIntrinsics, width: int, height: int) -> CameraIntrinsics | None:
+    """The intrinsics at another resolution of the same camera, None when the aspect ratio differs."""
+    if (intrinsics.width, intrinsics.height) == (width, height):
+        return intrinsics
+    if abs(intrinsics.width / intrinsics.height - width / height) > 0.01 * width / height:
+        return None
+    return intrinsics.scaled(width, height)
+
+
+class _FreeCells:
+    """Observed-free cells, remembered across integrations in a boolean grid that grows with the extent.
+
+    Cells are addressed by integer indices ``floor(xy / resolution)``; ``offset`` is the (col, row)
+    index of ``mask[0, 0]``.
+    """
+
+    def __init__(self, resolution: float, max_cells: int) -> None:
+        self.resolution = resolution
+        self.max_cells = max_cells
+        self.offset = np.zeros(2, np.int64)
+        self.mask = np.zeros((0, 0), bool)
+
+    def clear(self) -> None:
+        self.offset = np.zeros(2, np.int64)
+        self.mask = np.zeros((0, 0), bool)
+
+    def add(self, grid: OccupancyGrid) -> None:
+        """OR the FREE cells of a grid (same resolution, cell-aligned origin) into the memory."""
+        if grid.data.size == 0 or not np.any(grid.data == FREE):
+            return
+        offset = _cell_index(grid)
+        self.mask, self.offset = _union(self.mask, self.offset, grid.data == FREE, offset, self.max_cells)
+
+
+def _cell_index(grid: OccupancyGrid) -> np.ndarray:
+    """(col, row) integer index of a grid's cell (0, 0) (build_occupancy aligns origins to the resolution)."""
+    return np.rint(np.asarray(grid.origin_xy, dtype=np.float64) / grid.resolution).astype(np.int64)
+
+
+def _union(
+    mask_a: np.ndarray, offset_a: np.ndarray, mask_b: np.ndarray, offset_b: np.ndarray, max_cells: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """OR of two cell-aligned boolean grids on their joint extent."""
+    if mask_b.size == 0:
+        return mask_a, offset_a
+    if mask_a.size == 0:
+        return mask_b.copy(), offset_b.copy()
+    lo = np.minimum(offset_a, offset_b)
+    hi = np.maximum(offset_a + mask_a.shape[::-1], offset_b + mask_b.shape[::-1])
+    cols, rows = (hi - lo).tolist()
+    if rows * cols > max_cells:
+        raise ValueError(f"occupancy grid of {cols}x{rows} cells exceeds max_cells={max_cells}")
+    merged = np.zeros((rows, cols), bool)
+    for mask, offset in ((mask_a, offset_a), (mask_b, offset_b)):
+        c0, r0 = (offset - lo).tolist()
+        merged[r0 : r0 + mask.shape[0], c0 : c0 + mask.shape[1]] |= mask
+    return merged, lo
+
+
+class _Obstacles:
+    """In-band surface points counted per cell, and each chunk's xy extent, kept up to date per changed chunk.
+
+    Why: recomputing obstacles from the whole surface after every window costs a pass over every
+    point of the map; counts let the points of the chunks a window changed be subtracted and re-added.
+    Cells are ``floor(xy / resolution)`` (global integer indices); ``offset`` is the (col, row) of ``counts[0, 0]``.
+    """
+
+    def __init__(self, config: OccupancyConfig) -> None:
+        self.config = config
+        self.clear()
+
+    def clear(self) -> None:
+        self.offset = np.zeros(2, np.int64)
+        self.counts = np.zeros((0, 0), np.int32)
+        self.extents: dict[int, np.ndarray] = {}  # chunk id -> (min x, min y, max x, max y) of all its points
+
+    def change(self, key: int, old: np.ndarray, new: np.ndarray) -> None:
+        """Replace one chunk's points ``old`` by ``new``."""
+        self._add(_band_cells(old, self.config), -1)
+        self._add(_band_cells(new, self.config), 1)
+        finite = new[np.all(np.isfinite(new), axis=1)] if len(new) else new
+        if len(finite):
+            self.extents[key] = np.concatenate([finite[:, :2].min(axis=0), finite[:, :2].max(axis=0)])
+        else:
+            self.extents.pop(key, None)
+
+    def extent(self) -> np.ndarray | None:
+        """(min x, min y, max x, max y) of every surface point, or None."""
+        if not self.extents:
+            return None
+        boxes = np.stack(list(self.extents.values()))
+        return np.concatenate([boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)])
+
+    def occupied(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of cells holding at least one in-band point, its (col, row) offset)."""
+        return self.counts > 0, self.offset
+
+    def _add(self, cells: np.ndarray, sign: int) -> None:
+        if len(cells) == 0:
+            return
+        lo, hi = cells.min(axis=0), cells.max(axis=0) + 1
+        if self.counts.size:
+            lo = np.minimum(lo, self.offset)
+            hi = np.maximum(hi, self.offset + self.counts.shape[::-1])
+        if self.counts.size == 0 or np.any(lo != self.offset) or np.any(hi != self.offset + self.counts.shape[::-1]):
+            cols, rows = (hi - lo).tolist()
+            if rows * cols > self.config.max_cells:
+                raise ValueError(f"occupancy grid of {cols}x{rows} cells exceeds max_cells={self.config.max_cells}")
+            grown = np.zeros((rows, cols), np.int32)
+            if self.counts.size:
+                c0, r0 = (self.offset - lo).tolist()
+                grown[r0 : r0 + self.counts.shape[0], c0 : c0 + self.counts.shape[1]] = self.counts
+            self.counts, self.offset = grown, lo
+        local = cells - self.offset
+        flat = local[:, 1] * self.counts.shape[1] + local[:, 0]
+        self.counts.reshape(-1)[:] += sign * np.bincount(flat, minlength=self.counts.size).astype(np.int32)
+
+
+def _band_cells(points: np.ndarray, config: OccupancyConfig) -> np.ndarray:
+    """(col, row) global cell indices of the points inside the obstacle band."""
+    if len(points) == 0:
+        return np.zeros((0, 2), np.int64)
+    z = points[:, 2]
+    band = points[(z >= config.floor_z + config.min_height) & (z <= config.floor_z + config.max_height)]
+    band = band[np.all(np.isfinite(band), axis=1)]
+    return np.floor(band[:, :2] / config.resolution).astype(np.int64)
+
+
+def compose_occupancy(
+    occupied: np.ndarray,
+    occupied_offset: np.ndarray,
+    points_extent: np.ndarray | None,
+    free: np.ndarray,
+    free_offset: np.ndarray,
+    config: OccupancyConfig,
+) -> OccupancyGrid | None:
+    """Obstacles over remembered free cells, on the joint extent of the free grid and of the surface (plus padding).
+
+    Occupied cells lie on surface points, so the surface's extent holds them all.
+    """
+    res = config.resolution
+    boxes = []
+    if points_extent is not None:
+        lo = np.floor((points_extent[:2] - config.padding) / res).astype(np.int64)
+        hi = np.ceil((points_extent[2:] + config.padding) / res).astype(np.int64)
+        boxes.append((lo, hi))
+    if free.size:  # the free grid's whole array: its rays' extent plus padding
+        boxes.append((free_offset, free_offset + free.shape[::-1]))
+    if not boxes:
+        return None
+    lo = np.min([b[0] for b in boxes], axis=0)
+    hi = np.max([b[1] for b in boxes], axis=0)
+    cols, rows = (hi - lo).tolist()
+    if rows * cols > config.max_cells:
+        raise ValueError(f"occupancy grid of {cols}x{rows} cells exceeds max_cells={config.max_cells}")
+    data = np.full((rows, cols), UNKNOWN, np.int8)
+    for mask, offset, value in ((free, free_offset, FREE), (occupied, occupied_offset, OCCUPIED)):
+        if mask.size == 0:
+            continue
+        # Clip the mask to the extent (its all-false margins may reach beyond it).
+        c0, r0 = (offset - lo).tolist()
+        rs, cs = max(0, -r0), max(0, -c0)
+        re, ce = min(mask.shape[0], rows - r0), min(mask.shape[1], cols - c0)
+        if re > rs and ce > cs:
+            data[r0 + rs : r0 + re, c0 + cs : c0 + ce][mask[rs:re, cs:ce]] = value
+    return OccupancyGrid(data, res, (float(lo[0] * res), float(lo[1] * res)))
+
+
+class RobotMap:
+    """The robot's map in ``config.frame_id``: integrate reconstructions, publish chunks, grid, cloud; save/load.
+
+    Not thread-safe: one owner (the node's mapping worker thread, or the CLI) calls every method.
+    """
+
+    def __init__(self, config: RobotMapConfig | None = None) -> None:
+        self.config = config or RobotMapConfig()
+        self.volume = TsdfVolume(self.config.volume)
+        self.chunks = ChunkedMesh(self.volume, self.config.chunk_size_m, keep_points=True)
+        occ = self.config.occupancy
+        self._free = _FreeCells(occ.resolution, occ.max_cells)
+        self._obstacles = _Obstacles(occ)
+        self._obstacles_stale = False
+        self._integrated: set[KeyframeKey] = set()
+        self._occupancy: OccupancyGrid | None = None
+        self._occupancy_reason = "the map is empty"
+
+    # --- state --------------------------------------------------------------------------------
+    @property
+    def frame_id(self) -> str:
+        return self.config.frame_id
+
+    @property
+    def keyframe_count(self) -> int:
+        """Keyframes integrated since the map was created, cleared or loaded."""
+        return len(self._integrated)
+
+    def is_integrated(self, keyframe: Keyframe) -> bool:
+        """Whether this keyframe (by :func:`keyframe_key`) is already in the map."""
+        return keyframe_key(keyframe) in self._integrated
+
+    @property
+    def block_count(self) -> int:
+        return self.volume.block_count
+
+    @property
+    def occupancy_reason(self) -> str:
+        """Why :meth:`occupancy` is None ("" when there is a grid)."""
+        return self._occupancy_reason
+
+    def surface(self) -> tuple[np.ndarray, np.ndarray]:
+        """Surface points (N, 3) float64 in the map frame and colours (N, 3) uint8: the ~/map cloud.
+
+        The same points as ``volume.extract_point_cloud()`` (up to order), kept per chunk and updated
+        with the chunks, so a window does not extract the whole map's cloud again.
+        """
+        return self.chunks.points()
+
+    def occupancy(self) -> OccupancyGrid | None:
+        """The latest 2D grid (z = 0 plane of the map frame), or None (see :attr:`occupancy_reason`)."""
+        return self._occupancy
+
+    def mesh(self) -> o3d.geometry.TriangleMesh:
+        """Marching cubes of the whole map (for saving; the topics use the chunks)."""
+        return self.volume.extract_mesh()
+
+    # --- integration ----------------------------------------------------------------------------
+    def check(self, reconstruction: Reconstruction) -> None:
+        """Raise :class:`MapInputError` when the reconstruction cannot go into this map, saying why."""
+        if not reconstruction.metric:
+            raise MapInputError(
+                f"reconstruction by '{reconstruction.backend or 'unknown'}' is not metric (frame "
+                f"'{reconstruction.frame_id}'): the map needs metres; give the keyframes depth or poses"
+            )
+        if reconstruction.frame_id != self.frame_id:
+            raise MapInputError(
+                f"reconstruction is in frame '{reconstruction.frame_id}' but the map is in '{self.frame_id}': "
+                "the keyframes need poses in the map frame (TF or a pose topic)"
+            )
+
+    def integrate(
+        self, reconstruction: Reconstruction, keyframes: Sequence[Keyframe], indices: Sequence[int] | None = None
+    ) -> MapUpdate:
+        """Fuse keyframes of one reconstruction window (default all; each keyframe only once) into the map.
+
+        Poses come from ``reconstruction.camera_poses`` (the result is in map frame; when a backend
+        could not place every keyframe, from the keyframes' own poses). Depth is the keyframe's sensor
+        depth, else a depth map rendered from the reconstruction's confidence-gated points.
+        """
+        self.check(reconstruction)
+        keyframes = list(keyframes)
+        chosen = list(range(len(keyframes))) if indices is None else [int(i) for i in indices]
+        bad = [i for i in chosen if not 0 <= i < len(keyframes)]
+        if bad:
+            raise MapInputError(f"keyframe indices {bad} out of range for {len(keyframes)} keyframes")
+        poses = np.asarray(reconstruction.camera_poses, dtype=np.float64).reshape(-1, 4, 4)
+        paired = len(poses) == len(keyframes)
+        update = MapUpdate()
+        if not paired:
+            update.messages.append(
+                f"the reconstruction placed {len(poses)} of {len(keyframes)} keyframes: using the keyframes' own poses"
+            )
+        points, confidence = reconstruction.points, reconstruction.confidence
+        rays: list[Rays] = []
+        for index in chosen:
+            keyframe = keyframes[index]
+            key = keyframe_key(keyframe)
+            if key in self._integrated:
+                update.skipped.append(index)
+                update.messages.append(f"keyframe {index} is already in the map: not integrated again")
+                continue
+            pose = poses[index] if paired else keyframe.pose
+            if pose is None:
+                update.skipped.append(index)
+                update.messages.append(f"keyframe {index} has no pose in the map frame: skipped")
+                continue
+            colour_k = keyframe.intrinsics
+            if colour_k is None and paired and len(reconstruction.intrinsics) == len(keyframes):
+                colour_k = reconstruction.intrinsics[index]
+            if colour_k is not None:
+                colour_k = _for_size(colour_k, keyframe.width, keyframe.height)
+            if colour_k is None:
+                update.skipped.append(index)
+                update.messages.append(f"keyframe {index} has no intrinsics for its image size: skipped")
+                continue
+            depth, depth_k, source = self._depth_of(keyframe, colour_k, pose, points, confidence)
+            if depth_k is None:
+                update.skipped.append(index)
+                update.messages.append(f"keyframe {index}: depth intrinsics do not fit its depth image: skipped")
+                continue
+            report = self.volume.integrate(depth, depth_k, pose, keyframe.image, colour_k)
+            update.reports.append(report)
+            if len(report.dropped_blocks):
+                update.messages.append(f"keyframe {index}: {report.message}")
+            if len(report.touched_blocks) == 0:
+                update.messages.append(
+                    f"keyframe {index}: no {source} depth within {self.config.volume.depth_min:g}-"
+                    f"{self.config.volume.depth_max:g} m"
+                )
+            rays.append(depth_rays(depth, depth_k, pose, self.config.ray_stride, self.config.volume.depth_max))
+            self._integrated.add(key)
+            update.integrated.append(index)
+            update.depth_sources.append(source)
+        if update.integrated:
+            touched = [r.touched_blocks for r in update.reports]
+            dropped = [r.dropped_blocks for r in update.reports]
+            combined = IntegrationReport(
+                touched_blocks=np.concatenate(touched).astype(np.int32),
+                dropped_blocks=np.concatenate(dropped).astype(np.int32),
+            )
+            update.chunks = self.chunks.update(combined)
+            self._refresh_occupancy(rays)
+        return self._finish(update)
+
+    def _depth_of(
+        self,
+        keyframe: Keyframe,
+        colour_k: CameraIntrinsics,
+        pose: np.ndarray,
+        points: np.ndarray,
+        confidence: np.ndarray,
+    ) -> tuple[np.ndarray, CameraIntrinsics | None, str]:
+        """(depth, its intrinsics or None if they do not fit, "sensor" | "rendered")."""
+        if keyframe.depth is not None:
+            height, width = keyframe.depth.shape
+            base = keyframe.depth_intrinsics or colour_k
+            return keyframe.depth, _for_size(base, width, height), "sensor"
+        cfg = self.config
+        width = max(1, round(colour_k.width * cfg.render_scale))
+        height = max(1, round(colour_k.height * cfg.render_scale))
+        render_k = colour_k.scaled(width, height)
+        depth = render_depth_from_points(
+            points, pose, render_k, confidence, cfg.render_min_confidence, cfg.render_point_radius_px
+        )
+        return depth, render_k, "rendered"
+
+    def _finish(self, update: MapUpdate) -> MapUpdate:
+        update.occupancy = self._occupancy
+        update.occupancy_reason = self._occupancy_reason
+        update.block_count = self.volume.block_count
+        update.memory_bytes = self.volume.memory_bytes()
+        return update
+
+    # --- occupancy ------------------------------------------------------------------------------
+    def _refresh_occupancy(self, rays: Sequence[Rays]) -> None:
+        """Remember the new rays' free cells, then rebuild the grid from the surface and the memory."""
+        if not self.config.gravity_aligned:
+            self._occupancy = None
+            self._occupancy_reason = (
+                f"map frame '{self.frame_id}' is not gravity-aligned (z up, REP-103): "
+                "a floor plan needs the z axis to point up"
+            )
+            return
+        cfg = self.config.occupancy
+        try:
+            if rays:
+                self._free.add(build_occupancy(np.zeros((0, 3)), rays, cfg))
+            self._occupancy = self._compose(cfg)
+        except ValueError as error:  # the extent exceeds max_cells (a stray far point or a huge map)
+            self._occupancy = None
+            self._occupancy_reason = str(error)
+            return
+        self._occupancy_reason = "" if self._occupancy is not None else "the map has no surface or free space yet"
+
+    def _compose(self, cfg: OccupancyConfig) -> OccupancyGrid | None:
+        """Obstacles of the current surface over the remembered free cells (incremental: changed chunks only)."""
+        obstacles = self._obstacles
+        changes = self.chunks.point_changes
+        self.chunks.point_changes = {}
+        empty = np.zeros((0, 3))
+        if self._obstacles_stale:  # a failed update left partial counts: recount every chunk once
+            obstacles.clear()
+            changes = {key: (empty, points) for key, points in self.chunks.chunk_points().items()}
+        try:
+            for key, (old, new) in changes.items():
+                obstacles.change(key, old, new)
+        except ValueError:
+            self._obstacles_stale = True
+            raise
+        self._obstacles_stale = False
+        occupied, offset = obstacles.occupied()
+        return compose_occupancy(occupied, offset, obstacles.extent(), self._free.mask, self._free.offset, cfg)
+
+    def occupancy_from_scratch(self) -> OccupancyGrid | None:
+        """The grid recomputed from the whole surface and the free-space memory (what the incremental one equals)."""
+        cfg = self.config.occupancy
+        points, _ = self.volume.extract_point_cloud()
+        reference = _Obstacles(cfg)
+        reference.change(0, np.zeros((0, 3)), points)
+        occupied, offset = reference.occupied()
+        return compose_occupancy(occupied, offset, reference.extent(), self._free.mask, self._free.offset, cfg)
+
+    # --- clear, save, load ---------------------------------------------------------------------
+    def clear(self) -> ChunkUpdate:
+        """Empty the map; the update removes every published chunk."""
+        self.volume.clear()
+        self._free.clear()
+        self._integrated.clear()
+        self._obstacles.clear()
+        self._occupancy = None
+        self._occupancy_reason = "the map is empty"
+        update = self.chunks.reset()
+        self.chunks.point_changes = {}
+        return update
+
+    def save_volume(self, path: str | os.PathLike[str]) -> Path:
+        """Write the TSDF (and its VolumeConfig) atomically to an ``.npz`` that :meth:`load_volume` continues from."""
+        return self.volume.save(path)
+
+    def load_volume(self, path: str | os.PathLike[str], occupancy: OccupancyGrid | None = None) -> MapUpdate:
+        """Replace the map with a saved volume and continue mapping from it.
+
+        The file's VolumeConfig wins (voxel size, budget; the device stays this map's). ``occupancy``
+        (a saved grid, e.g. read back from the Nav2 files) seeds the remembered free space: the volume
+        file holds no rays. The update removes chunks no longer present and sends every chunk again.
+        """
+        loaded = TsdfVolume.load(path, device=self.config.volume.device)
+        previously = self.chunks.reset().removed
+        self.config = replace(self.config, volume=loaded.config)
+        self.volume = loaded
+        self.chunks = ChunkedMesh(self.volume, self.config.chunk_size_m, keep_points=True)
+        self._integrated.clear()
+        self._obstacles.clear()
+        self._obstacles_stale = False
+        self._free.clear()
+        update = MapUpdate()
+        if occupancy is not None and occupancy.data.size:
+            if not math.isclose(occupancy.resolution, self.config.occupancy.resolution, rel_tol=1e-6):
+                update.messages.append(
+                    f"saved occupancy grid is at {occupancy.resolution:g} m, the map uses "
+                    f"{self.config.occupancy.resolution:g} m: its free space was not restored"
+                )
+            else:
+                self._free.add(occupancy)
+        rebuilt = self.chunks.update(None)
+        present = {c.chunk_id for c in rebuilt.changed}
+        update.chunks = ChunkUpdate(changed=rebuilt.changed, removed=sorted(set(previously) - present))
+        self._refresh_occupancy([])
+        update.messages.append(f"loaded {Path(path).name}: {self.volume.block_count} blocks")
+        return self._finish(update)
