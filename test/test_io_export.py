@@ -80,6 +80,7 @@ def test_save_reconstruction_writes_every_file_and_round_trips(tmp_path: Path) -
     assert loaded.intrinsics == original.intrinsics
     assert (loaded.frame_id, loaded.metric, loaded.backend) == ("showroom", False, "rgbd")
     assert loaded.timings == original.timings
+    assert loaded.notes == [] and not loaded.sparse
     np.testing.assert_array_equal(loaded.mesh.triangles, original.mesh.triangles)
     np.testing.assert_array_equal(loaded.mesh.vertex_colors, original.mesh.vertex_colors)
 
@@ -175,3 +176,11 @@ def test_glb_export_leaves_no_trimesh_cycles_for_a_later_collection(tmp_path: Pa
         gc.enable()
     assert alive == []
     assert trimesh.load(tmp_path / "a.glb").is_empty is False
+
+
+def test_notes_and_the_sparse_flag_survive_a_save(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    original = replace(small_reconstruction(with_mesh=False), notes=["sparse result: 12 points", "ü"], sparse=True)
+    loaded = load_reconstruction(save_reconstruction(original, tmp_path, "sparse")["npz"])
+    assert loaded.notes == original.notes and loaded.sparse

@@ -178,3 +178,27 @@ def test_support_of_a_dense_rgbd_cloud_and_of_its_sparse_subsample(repo_root: Pa
     sparse_mesh = reconstruct_surface(subsample, None, fused.camera_poses, config)
     sparse = surface_support(sparse_mesh, subsample, config.support_cells, config.depth, config.poisson_scale)
     assert dense >= 0.9 > config.min_support > sparse, (dense, sparse)
+
+
+def test_attach_mesh_keeps_a_tsdf_mesh_from_depth_unless_told_to_run_poisson() -> None:
+    """A backend's depth (TSDF) mesh is kept as it is: no Poisson, no support rule; Poisson on request."""
+    points = open_room(3000)
+    n = len(points)
+    tsdf = TriangleMesh(
+        np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32),
+        np.array([[0, 1, 2]], np.int32),
+        np.zeros((3, 3), np.uint8),
+    )
+    cloud = Reconstruction(
+        points=points.astype(np.float32),
+        colors=np.full((n, 3), 120, np.uint8),
+        confidence=np.ones(n, np.float32),
+        camera_poses=np.zeros((0, 4, 4)),
+        intrinsics=[],
+        mesh=tsdf,
+        timings={"tsdf_mesh": 0.5},
+    )
+    kept = attach_mesh(cloud, SurfaceConfig(depth=7))
+    assert kept.mesh is tsdf and "poisson" not in kept.timings and kept.notes == []
+    replaced = attach_mesh(cloud, SurfaceConfig(depth=7, keep_backend_mesh=False))
+    assert replaced.mesh is not None and replaced.mesh.num_triangles > 1000 and "poisson" in replaced.timings

@@ -514,6 +514,7 @@ class SfMBackend:
             metric=False,
             backend=self.name,
             timings=dict(result.timings),
+            sparse=True,
             notes=[
                 f"sparse result: {len(result.points)} SfM points from {len(result.registered)} keyframes "
                 f"({result.mode}); {DENSE_HINT}"

@@ -161,6 +161,7 @@ def save_npz(reconstruction: Reconstruction, path: str | Path) -> Path:
         "backend": np.asarray(reconstruction.backend),
         "timings_json": np.asarray(json.dumps(reconstruction.timings)),
         "notes_json": np.asarray(json.dumps(list(reconstruction.notes))),
+        "sparse": np.asarray(bool(reconstruction.sparse)),
     }
     if reconstruction.mesh is not None:
         arrays["mesh_vertices"] = np.asarray(reconstruction.mesh.vertices, dtype=np.float32)
@@ -207,6 +208,7 @@ def load_reconstruction(npz_path: str | Path) -> Reconstruction:
             mesh=mesh,
             timings=json.loads(str(data["timings_json"])) if "timings_json" in data.files else {},
             notes=[str(note) for note in json.loads(str(data["notes_json"]))] if "notes_json" in data.files else [],
+            sparse=bool(data["sparse"]) if "sparse" in data.files else False,
         )
 
 

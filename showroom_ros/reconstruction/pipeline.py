@@ -111,8 +111,10 @@ class ReconstructionPipeline:
         reconstruction.timings.setdefault("backend_total", time.perf_counter() - started)
         if reconstruction.num_points == 0:
             raise ReconstructionError(f"backend '{backend.name}' produced no points")
+        if not self.config.build_mesh and reconstruction.mesh is not None:
+            reconstruction.mesh = None  # a backend that meshes anyway (TSDF from depth) was not asked to
         if self.config.build_mesh:
-            report(0.7, "meshing (screened Poisson)")
+            report(0.7, "meshing (screened Poisson)" if reconstruction.mesh is None else "surface from the backend")
             mesh_started = time.perf_counter()
             reconstruction = attach_mesh(reconstruction, self.config.surface)
             reconstruction.timings.setdefault("surface_total", time.perf_counter() - mesh_started)

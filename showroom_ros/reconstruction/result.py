@@ -43,6 +43,7 @@ class Reconstruction:
     mesh: TriangleMesh | None = None
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sparse: bool = False  # a few scattered points (SfM), not a surface: no mesh, no volumetric map
 
     def __post_init__(self) -> None:
         n = len(self.points)

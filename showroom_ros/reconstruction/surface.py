@@ -43,6 +43,9 @@ class SurfaceConfig:
     (scale-free, so it also works for non-metric clouds from learned backends), with at most
     ``normal_max_neighbors`` points. ``passes`` = 2 re-runs Poisson on the first mesh's vertices
     (what the original ShowRoom did; measured in docs/surface.md). ``threads`` -1 = all cores.
+    ``keep_backend_mesh`` keeps a mesh the backend already built from depth (the rgbd backend's
+    TSDF surface, ``RGBDFusionConfig.tsdf_mesh``) instead of replacing it by Poisson: faster and as
+    accurate on RGB-D input (docs/surface.md, "Trigger to published").
     """
 
     depth: int = 9
@@ -56,6 +59,7 @@ class SurfaceConfig:
     threads: int = -1
     min_support: float = MIN_SUPPORT
     support_cells: float = SUPPORT_CELLS
+    keep_backend_mesh: bool = True
 
     def __post_init__(self) -> None:
         if not 4 <= self.depth <= 14:
@@ -242,10 +246,16 @@ def attach_mesh(reconstruction: Reconstruction, config: SurfaceConfig | None = N
     those are small patches around isolated points, whose shape and orientation come from a dozen
     noisy neighbours; a consumer cannot tell them from measured surface, and the points already say
     all that was measured.
+
+    A mesh the backend built from depth (TSDF) is kept as it is when ``config.keep_backend_mesh``:
+    it lies on measured depth by construction, so the support rule, which guards against Poisson
+    interpolating between sparse points, does not apply to it.
     """
     config = config or SurfaceConfig()
     timings = dict(reconstruction.timings)
     notes = list(reconstruction.notes)
+    if config.keep_backend_mesh and reconstruction.mesh is not None and reconstruction.mesh.num_triangles > 0:
+        return replace(reconstruction, timings=timings, notes=notes)
     finite = int(np.all(np.isfinite(reconstruction.points), axis=1).sum())
     if finite < MIN_SURFACE_POINTS:
         notes.append(f"no mesh: {finite} points are too few for a surface; {DENSE_HINT}")
