@@ -13,6 +13,7 @@
    the old path through rclpy message classes (one Python object per vertex), median of 3.
 
     python benchmarks/bench_node.py --only publish      (section 4 alone: seconds, no node process)
+    python benchmarks/bench_node.py --only idle         (section 2 alone: node CPU while ingesting)
 """
 
 from __future__ import annotations
@@ -65,21 +66,28 @@ def bench_idle_cpu(seconds: float, workdir: Path) -> tuple[float, int]:
     params = {
         "image_topics": ["/bench/image"],
         "camera_info_topics": ["/bench/info"],
-        "depth_topics": [""],
+        "depth_topics": ["/bench/depth"],
+        "depth_info_topics": ["/bench/depth_info"],
         "pose_source": "none",
         "output_dir": str(workdir),
         "autosave": False,
+        "model": "",  # no background model load (torch import) inside the measured window
     }
     node = NodeProcess("showroom_node", params, workdir, find_share_file("config", "showroom.yaml"), env=env)
     client = Node("bench_publisher")
     image_pub = client.create_publisher(Image, "/bench/image", qos_profile_sensor_data)
     info_pub = client.create_publisher(CameraInfo, "/bench/info", qos_profile_sensor_data)
+    depth_pub = client.create_publisher(Image, "/bench/depth", qos_profile_sensor_data)
+    depth_info_pub = client.create_publisher(CameraInfo, "/bench/depth_info", qos_profile_sensor_data)
     statuses: list = []
     client.create_subscription(ReconstructionStatus, "/showroom/status", statuses.append, 10)
     rgb = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     header = Header(frame_id="camera")
     image = conv.rgb_to_image(rgb, header)
     info = conv.intrinsics_to_camera_info(CameraIntrinsics(525, 525, 320, 240, 640, 480), header)
+    depth_mm = np.random.default_rng(2).integers(500, 4000, (480, 640)).astype(np.uint16)
+    depth = Image(header=header, height=480, width=640, encoding="16UC1", step=1280, data=depth_mm.tobytes())
+    depth_info = conv.intrinsics_to_camera_info(CameraIntrinsics(585, 585, 320, 240, 640, 480), header)
     deadline = time.monotonic() + 30
     while image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
         rclpy.spin_once(client, timeout_sec=0.1)
@@ -90,8 +98,10 @@ def bench_idle_cpu(seconds: float, workdir: Path) -> tuple[float, int]:
     sent = 0
     while time.monotonic() - started < seconds:
         now = client.get_clock().now().to_msg()
-        image.header.stamp = info.header.stamp = now
+        image.header.stamp = info.header.stamp = depth.header.stamp = depth_info.header.stamp = now
         info_pub.publish(info)
+        depth_info_pub.publish(depth_info)
+        depth_pub.publish(depth)
         image_pub.publish(image)
         sent += 1
         target = started + sent / 30.0
@@ -178,12 +188,20 @@ def print_publish() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--only", choices=["publish"], help="run one section only")
+    parser.add_argument("--only", choices=["publish", "idle"], help="run one section only")
     args = parser.parse_args()
     export_ros_environment()
     if args.only == "publish":
         rclpy.init()
         print_publish()
+        rclpy.try_shutdown()
+        return
+    if args.only == "idle":
+        rclpy.init()
+        with tempfile.TemporaryDirectory() as workdir:
+            cpu, _ = bench_idle_cpu(args.seconds, Path(workdir))
+        print(f"node CPU at 30 Hz 640x480 RGB-D (+ both CameraInfos) without keyframes: {cpu:.1f} % of one core")
+        print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
         rclpy.try_shutdown()
         return
     cold, steady = bench_cloud_build()
@@ -194,7 +212,7 @@ def main() -> None:
     rclpy.init()
     with tempfile.TemporaryDirectory() as workdir:
         cpu, _ = bench_idle_cpu(args.seconds, Path(workdir))
-    print(f"2. node CPU at 30 Hz 640x480 without keyframes: {cpu:.1f} % of one core")
+    print(f"2. node CPU at 30 Hz 640x480 RGB-D (+ both CameraInfos) without keyframes: {cpu:.1f} % of one core")
     print_publish()
     rclpy.try_shutdown()
     from showroom_ros.ros.demo import run_demo

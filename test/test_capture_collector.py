@@ -184,3 +184,32 @@ def test_image_size_not_matching_its_camera_info_is_rejected_with_both_sizes():
     collector = _collector()
     outcome = collector.add_image(0, 1, _textured()[:240, :320], "cam", now_ns=0)
     assert outcome.kind == "rejected" and "320x240" in outcome.reason and "640x480" in outcome.reason
+
+
+def test_lazy_depth_is_decoded_only_when_a_frame_pairs_with_it_and_a_bad_one_is_skipped():
+    collector = _collector(use_depth=True, sync_slop_ns=20 * MS)
+    calls: list[int] = []
+
+    def lazy(stamp_ms: int, fail: bool = False):
+        def decode() -> np.ndarray:
+            calls.append(stamp_ms)
+            if fail:
+                raise ValueError("16UC1 data has 7 bytes, expected 614400")
+            return np.full((480, 640), 1.5, np.float32)
+
+        return decode
+
+    for stamp_ms in range(0, 300, 33):  # a 30 Hz depth stream: nothing decoded yet
+        assert collector.add_depth(0, stamp_ms * MS, lazy(stamp_ms), now_ns=stamp_ms * MS) == []
+    assert calls == []
+    collector.add_depth(0, 400 * MS, lazy(400, fail=True), now_ns=400 * MS)
+    collector.add_depth(0, 410 * MS, lazy(410), now_ns=410 * MS)
+    outcome = collector.add_image(0, 402 * MS, _textured(), "cam", now_ns=420 * MS)
+    # The nearest depth (400 ms) is malformed: dropped and reported; the frame pairs with the next one.
+    assert outcome.kind == "accepted" and calls == [400, 410]
+    assert np.allclose(collector.buffer.last.depth, 1.5)
+    reported = collector.poll(430 * MS)
+    assert [o.reason for o in reported] == ["bad depth image: 16UC1 data has 7 bytes, expected 614400"]
+    # Decoded once: a second frame pairing with the same depth does not decode it again.
+    collector.add_image(0, 411 * MS, _textured(1), "cam", now_ns=440 * MS)
+    assert calls == [400, 410]

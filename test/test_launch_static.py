@@ -105,7 +105,12 @@ def test_rviz_config_reads_the_latched_topics():
         ("Showroom cloud", "/showroom/cloud"),
         ("Showroom mesh", "/showroom/mesh"),
         ("Keyframe cameras", "/showroom/keyframes"),
+        ("Map mesh", "/showroom/map_mesh"),
+        ("Map cloud", "/showroom/map"),
+        ("Occupancy", "/showroom/occupancy"),
     ):
         assert displays[name]["Topic"]["Value"] == topic
         assert displays[name]["Topic"]["Durability Policy"] == "Transient Local"
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
+    assert displays["Occupancy"]["Class"] == "rviz_default_plugins/Map" and displays["Occupancy"]["Enabled"]
+    assert displays["Map mesh"]["Namespaces"] == {"showroom_map_mesh": True} and not displays["Map cloud"]["Enabled"]

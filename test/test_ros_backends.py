@@ -75,6 +75,8 @@ def test_learned_backend_reconstructs_rgb_keyframes_in_the_map_frame(tmp_path, s
     else:  # the student (half-width DPT heads), chosen explicitly
         Fast3R(student_config(config)).save_pretrained(weights)
         params = {"model": "", "student_model": str(weights), "backend": "showroom"}
+    # Random weights predict no surface: ~/map merges the clouds here (the TSDF map has its own tests).
+    params["volumetric_map"] = False
     statuses, log = _run(tmp_path, params)
     final = statuses[-1]
     assert final.backend == backend, log
@@ -91,5 +93,8 @@ def test_broken_weights_leave_the_node_running_and_auto_falls_back_to_sfm(tmp_pa
     assert any("fast3r" in s.backend_reason and "failed" in s.backend_reason for s in statuses), log
     final = statuses[-1]
     assert final.backend == "sfm" and final.frame_id == "map" and final.metric, log
+    # Defect 8: a sparse result says so in ~/status, and what would make it dense.
+    sparse = [note for note in final.notes if "sparse" in note]
+    assert sparse and "depth" in sparse[0] and "weights" in sparse[0], final.notes
     assert "fast3r model:" in log and "ERROR" in log
     assert np.isfinite(final.last_duration_s)

@@ -366,3 +366,79 @@ def test_serialized_markers_match_the_message_class_for_generated_meshes():
             _assert_same_wire_message(clear, mesh_to_markers_clear(header), MarkerArray)
         except AssertionError as error:
             raise AssertionError(f"seed {seed}: {error}") from error
+
+
+def test_serialized_chunk_updates_match_the_message_class_for_generated_chunks():
+    from builtin_interfaces.msg import Time
+    from std_msgs.msg import Header
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    from showroom_ros.mapping.mesh_chunks import ChunkMesh, ChunkUpdate
+    from showroom_ros.ros.conversions import chunk_update_to_markers, chunk_update_to_markers_serialized
+
+    for seed in range(25):
+        rng = np.random.default_rng(seed)
+        changed = []
+        for index in range(int(rng.integers(0, 5))):
+            vertices = int(rng.integers(3, 200))
+            changed.append(
+                ChunkMesh(
+                    chunk_id=int(rng.integers(0, 2**30)),
+                    key=(index, 0, 0),
+                    vertices=rng.normal(size=(vertices, 3)).astype(np.float32),
+                    colors=rng.integers(0, 256, (vertices, 3), dtype=np.uint8),
+                    triangles=rng.integers(0, vertices, (int(rng.integers(0, 300)), 3)).astype(np.int32),
+                )
+            )
+        update = ChunkUpdate(changed=changed, removed=[int(v) for v in rng.integers(0, 2**30, int(rng.integers(0, 4)))])
+        header = Header(frame_id=["map", "odom"][seed % 2], stamp=Time(sec=seed, nanosec=seed * 11))
+        try:
+            serialized = chunk_update_to_markers_serialized(update, header)
+            _assert_same_wire_message(serialized, chunk_update_to_markers(update, header), MarkerArray)
+        except AssertionError as error:
+            raise AssertionError(f"seed {seed}: {error}") from error
+        from rclpy.serialization import deserialize_message
+
+        markers = deserialize_message(serialized, MarkerArray).markers
+        assert [m.id for m in markers] == [c.chunk_id for c in changed] + update.removed
+        assert [m.action for m in markers] == [Marker.ADD] * len(changed) + [Marker.DELETE] * len(update.removed)
+        for marker, chunk in zip(markers, changed, strict=False):
+            assert len(marker.points) == 3 * len(chunk.triangles)
+            if len(chunk.triangles):
+                corner = chunk.vertices[chunk.triangles[-1, 2]]
+                np.testing.assert_allclose([marker.points[-1].x, marker.points[-1].y, marker.points[-1].z], corner)
+
+
+def test_occupancy_grid_message_keeps_cells_origin_and_refuses_other_values():
+    from std_msgs.msg import Header
+
+    from showroom_ros.mapping.occupancy import OccupancyGrid
+    from showroom_ros.ros.conversions import occupancy_to_msg
+
+    rng = np.random.default_rng(3)
+    data = rng.choice(np.array([-1, 0, 100], np.int8), size=(7, 11))
+    msg = occupancy_to_msg(OccupancyGrid(data, 0.05, (-1.25, 2.5)), Header(frame_id="map"))
+    assert (msg.info.width, msg.info.height, msg.info.resolution) == (11, 7, pytest.approx(0.05))
+    assert (msg.info.origin.position.x, msg.info.origin.position.y, msg.info.origin.orientation.w) == (-1.25, 2.5, 1.0)
+    np.testing.assert_array_equal(np.array(msg.data, np.int8).reshape(7, 11), data)  # row 0 = lowest y
+    with pytest.raises(ValueError, match="-1, 0 and 100"):
+        occupancy_to_msg(OccupancyGrid(np.full((2, 2), 50, np.int8), 0.05, (0.0, 0.0)), Header())
+
+
+def test_stamp_read_from_serialized_bytes_equals_the_deserialized_header():
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    from showroom_ros.ros.conversions import MessageError, serialized_stamp_ns, stamp_to_ns
+
+    rng = np.random.default_rng(5)
+    for seed in range(300):
+        msg = [Image, CompressedImage, CameraInfo][seed % 3]()
+        msg.header.stamp.sec = int(rng.integers(-(2**31), 2**31))
+        msg.header.stamp.nanosec = int(rng.integers(0, 10**9))
+        msg.header.frame_id = "x" * int(rng.integers(0, 40))
+        data = serialize_message(msg)
+        assert serialized_stamp_ns(data) == stamp_to_ns(msg.header.stamp), seed
+    for bad in (b"", b"\x00\x01\x00\x00", b"\x07" * 40):
+        with pytest.raises(MessageError):
+            serialized_stamp_ns(bad)

@@ -30,6 +30,9 @@ def test_generate_views_service(tmp_path):
         "generation_backend": "opencv",
         "generation_device": "cpu",
         "build_mesh": False,  # the mesh is tested elsewhere; Poisson is the slowest stage
+        # One reconstruction to generate from: no windows queued after it, no idle trigger mid-test.
+        "continuous": False,
+        "idle_reconstruct_s": 0.0,
     }
     node = NodeProcess("showroom_node", params, tmp_path, REPO_ROOT / "config" / "showroom.yaml")
     replay = None

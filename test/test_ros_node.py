@@ -164,7 +164,7 @@ def test_node_reconstructs_replayed_keyframes_and_serves(client, processes, tmp_
     autosaved = [f for f in out.iterdir() if f.name.startswith("reconstruction-")]
     assert autosaved, "autosave wrote nothing"
 
-    # ~/reset clears the map: an empty cloud replaces the old one.
+    # ~/reset clears the buffer and the last result (an empty ~/cloud replaces it); the map stays.
     reset = call_service(client, Trigger, "/showroom/reset", Trigger.Request())
     assert reset.success, reset.message
     assert spin_until(client, lambda: cloud.msg is not None and cloud.msg.width == 0, 10)

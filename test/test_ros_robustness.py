@@ -111,7 +111,13 @@ class Photographer:
         self.stamp_ns = time.time_ns()
 
     def wait_for_node(self, timeout: float = 30.0) -> bool:
-        return spin_until(self.client, lambda: all(p.get_subscription_count() > 0 for p in self.publishers), timeout)
+        """Every publisher matched, then a moment more: a node stopped by the previous test may still be
+        counted (a killed process's endpoints linger until its DDS lease ends), the new one not yet."""
+        matched = spin_until(
+            self.client, lambda: all(p.get_subscription_count() > 0 for p in self.publishers), timeout
+        )
+        spin_until(self.client, lambda: False, 1.5)
+        return matched
 
     def send(self, index: int, order: tuple[str, ...]) -> None:
         from std_msgs.msg import Header
@@ -156,12 +162,15 @@ def test_every_callback_of_the_node_is_guarded(inprocess_node):
     from showroom_ros.ros.showroom_node import GUARD_ATTR
 
     node = inprocess_node
+    # The camera inputs live on the node's own input node (single-threaded executor): both count.
+    nodes = (node, node.input_node)
     entities = (
-        [("subscription", s.topic_name, s.callback) for s in node.subscriptions]
-        + [("service", s.srv_name, s.callback) for s in node.services]
-        + [("timer", repr(t), t.callback) for t in node.timers]
+        [("subscription", s.topic_name, s.callback) for n in nodes for s in n.subscriptions]
+        + [("service", s.srv_name, s.callback) for n in nodes for s in n.services]
+        + [("timer", repr(t), t.callback) for n in nodes for t in n.timers]
         + [("parameters", repr(c), c) for c in node._on_set_parameters_callbacks]
     )
+    assert {s.topic_name for s in node.input_node.subscriptions} >= {"/camera/color/image_raw", "/camera/pose"}
     kinds = {kind for kind, _, _ in entities}
     assert kinds == {"subscription", "service", "timer", "parameters"}, kinds
     unguarded = [(kind, name) for kind, name, callback in entities if not callable(getattr(callback, GUARD_ATTR, None))]
@@ -171,6 +180,8 @@ def test_every_callback_of_the_node_is_guarded(inprocess_node):
 
     later = node.create_subscription(String, "/later", lambda msg: 1 / 0, 1)
     assert later.callback(String()) is None
+    later_input = node.input_node.create_subscription(String, "/later_input", lambda msg: 1 / 0, 1)
+    assert later_input.callback(String()) is None
     assert any("ZeroDivisionError" in key for key in node._callback_errors)
 
 
@@ -178,7 +189,8 @@ def test_raising_callbacks_are_counted_and_answer_with_the_reason(inprocess_node
     from showroom_ros.srv import SaveReconstruction
 
     node = inprocess_node
-    pose_sub = next(s for s in node.subscriptions if s.topic_name == SHOWROOM_PARAMETERS_FOR_REPLAY["pose_topics"][0])
+    pose_topic = SHOWROOM_PARAMETERS_FOR_REPLAY["pose_topics"][0]
+    pose_sub = next(s for s in node.input_node.subscriptions if s.topic_name == pose_topic)
     for _ in range(3):
         assert pose_sub.callback(None) is None  # AttributeError inside, caught by the guard
     key = next(k for k in node._callback_errors if "AttributeError" in k)

@@ -68,7 +68,7 @@ class KeyframeCollector:
         self._pose_lookup = pose_lookup
         self._intrinsics: list[CameraIntrinsics | None] = [None] * config.num_cameras
         self._depth_intrinsics: list[CameraIntrinsics | None] = [None] * config.num_cameras
-        self._depths: list[deque[tuple[int, np.ndarray]]] = [
+        self._depths: list[deque[tuple[int, np.ndarray | Callable[[], np.ndarray]]]] = [
             deque(maxlen=config.depth_history) for _ in range(config.num_cameras)
         ]
         self._pending: list[deque[_Candidate]] = [deque() for _ in range(config.num_cameras)]
@@ -93,7 +93,11 @@ class KeyframeCollector:
         last = self._last_evaluated_ns[camera]
         return last is None or now_ns - last >= self.config.evaluation_period_ns or now_ns < last
 
-    def add_depth(self, camera: int, stamp_ns: int, depth_m: np.ndarray, now_ns: int) -> list[Outcome]:
+    def add_depth(
+        self, camera: int, stamp_ns: int, depth_m: np.ndarray | Callable[[], np.ndarray], now_ns: int
+    ) -> list[Outcome]:
+        """Keep a depth image (metres) for pairing by stamp; or a callable that decodes it, called only
+        when a colour frame pairs with it (a 30 Hz stream is then decoded at the evaluation rate)."""
         self._check_camera(camera)
         self._depths[camera].append((int(stamp_ns), depth_m))
         return self.poll(now_ns)
@@ -139,8 +143,22 @@ class KeyframeCollector:
         if not 0 <= camera < self.config.num_cameras:
             raise ValueError(f"camera index {camera} out of range (0..{self.config.num_cameras - 1})")
 
-    def _matching_depth(self, camera: int, stamp_ns: int) -> np.ndarray | None:
-        best: tuple[int, np.ndarray] | None = None
+    def _decoded(self, camera: int, decode: Callable[[], np.ndarray]) -> np.ndarray:
+        """Decode a lazily kept depth image once, replacing it in the history by its array."""
+        depth = np.asarray(decode())
+        history = self._depths[camera]
+        for index, (stamp, kept) in enumerate(history):
+            if kept is decode:
+                history[index] = (stamp, depth)
+                break
+        return depth
+
+    def _forget_depth(self, camera: int, kept: object) -> None:
+        history = self._depths[camera]
+        self._depths[camera] = type(history)((item for item in history if item[1] is not kept), history.maxlen)
+
+    def _matching_depth(self, camera: int, stamp_ns: int) -> np.ndarray | Callable[[], np.ndarray] | None:
+        best: tuple[int, np.ndarray | Callable[[], np.ndarray]] | None = None
         for depth_stamp, depth in self._depths[camera]:
             gap = abs(depth_stamp - stamp_ns)
             if gap <= self.config.sync_slop_ns and (best is None or gap < best[0]):
@@ -168,6 +186,14 @@ class KeyframeCollector:
             )
         if self.config.use_depth:
             depth = self._matching_depth(camera, candidate.stamp_ns)
+            while callable(depth):
+                try:
+                    depth = self._decoded(camera, depth)
+                except Exception as error:  # the decoder validates the message: any failure is bad input
+                    # That depth image is dropped (and reported at the next poll); the frame may pair with another.
+                    self._forget_depth(camera, depth)
+                    self._dropped.append(Outcome("rejected", camera, candidate.stamp_ns, f"bad depth image: {error}"))
+                    depth = self._matching_depth(camera, candidate.stamp_ns)
             if depth is None:
                 missing.append(f"depth image within {self.config.sync_slop_ns / 1e6:.0f} ms of its stamp")
             if self.config.separate_depth_camera and self._depth_intrinsics[camera] is None:

@@ -7,7 +7,8 @@ their bytes and arrays from here, so a cloud or mesh in a bag is exactly what th
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,6 +18,7 @@ CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")
 """PointCloud2 point: x, y, z and 0x00RRGGBB packed into a float32, as RViz's RGB8 and PCL read it."""
 
 MESH_NAMESPACE = "showroom_mesh"
+MAP_MESH_NAMESPACE = "showroom_map_mesh"
 TRIANGLES_PER_MARKER = 50_000
 DISPLAY_MAX_TRIANGLES = 100_000
 """Mesh triangles sent to RViz (node, bag export): building marker messages costs ~13 us a triangle."""
@@ -61,7 +63,7 @@ def mesh_marker_chunks(
 _CDR_LE_HEADER = b"\x00\x01\x00\x00"
 _POINT_FIELDS = (("x", 0), ("y", 4), ("z", 8), ("rgb", 12))
 _FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
-TRIANGLE_LIST, MARKER_ADD, MARKER_DELETEALL = 11, 0, 3
+TRIANGLE_LIST, MARKER_ADD, MARKER_DELETE, MARKER_DELETEALL = 11, 0, 2, 3
 
 
 class CdrWriter:
@@ -161,7 +163,7 @@ def _marker_cdr(
         out.uint32(count)
         if count:
             out.align(align)
-            out.raw(_Reserved(reserved.start, reserved.stop, kind))  # type: ignore[arg-type]
+            out.raw(_Reserved(reserved.start, reserved.stop, kind, reserved.source))  # type: ignore[arg-type]
     out.string("")  # texture_resource
     out.header(0, 0, "")  # texture.header
     out.string("")  # texture.format
@@ -172,6 +174,31 @@ def _marker_cdr(
     out.string("")  # mesh_file.filename
     out.uint32(0)  # mesh_file.data
     out.pack("B", 0, align=1)  # mesh_use_embedded_materials
+
+
+def _mesh_source(vertices: np.ndarray, colors: np.ndarray, triangles: np.ndarray) -> _MeshSource:
+    rgba = np.ones((len(vertices), 4), "<f4")
+    rgba[:, :3] = np.asarray(colors).astype(np.float32) / 255.0
+    return _MeshSource(np.asarray(vertices, dtype="<f8"), rgba, np.asarray(triangles, np.int64).reshape(-1))
+
+
+def _assemble(out: CdrWriter, sources: list[_MeshSource]) -> bytes:
+    """Join the writer's parts, gathering each reserved corner/colour array straight into the buffer."""
+    buffer = bytearray(4 + out._size)
+    position = 0
+    for part in out._parts:
+        if isinstance(part, _Reserved):
+            source = sources[part.source]
+            values = source.vertices if part.kind == "corners" else source.rgba
+            width = 24 if part.kind == "corners" else 16
+            count = part.stop - part.start
+            target = np.frombuffer(buffer, values.dtype, count=count * (width // values.itemsize), offset=position)
+            np.take(values, source.corners[part.start : part.stop], axis=0, out=target.reshape(count, -1))
+            position += count * width
+        else:
+            buffer[position : position + len(part)] = part
+            position += len(part)
+    return bytes(buffer)
 
 
 def mesh_markers_cdr(
@@ -187,41 +214,54 @@ def mesh_markers_cdr(
     ``mesh`` None gives the DELETEALL alone (what a reset publishes). The corners and colours are
     gathered from per-vertex arrays straight into the one output buffer: no per-corner temporaries.
     """
-    corner_index = np.zeros(0, np.int64) if mesh is None else np.asarray(mesh.triangles, np.int64).reshape(-1)
+    sources = [] if mesh is None else [_mesh_source(mesh.vertices, mesh.vertex_colors, mesh.triangles)]
+    corners = len(sources[0].corners) if sources else 0
     per_marker = max(1, int(max_triangles_per_marker)) * 3
-    starts = list(range(0, len(corner_index), per_marker))
+    starts = list(range(0, corners, per_marker))
     out = CdrWriter()
     out.uint32(1 + len(starts))
     _marker_cdr(out, sec, nanosec, frame_id, namespace, 0, 0, MARKER_DELETEALL)
     for index, start in enumerate(starts, start=1):
-        stop = min(start + per_marker, len(corner_index))
+        stop = min(start + per_marker, corners)
         _marker_cdr(out, sec, nanosec, frame_id, namespace, index, TRIANGLE_LIST, MARKER_ADD, _Reserved(start, stop))
-    buffer = bytearray(4 + out._size)
-    position = 0
-    vertices = rgba = None
-    if mesh is not None and len(corner_index):
-        vertices = np.asarray(mesh.vertices, dtype="<f8")
-        rgba = np.ones((len(vertices), 4), "<f4")
-        rgba[:, :3] = np.asarray(mesh.vertex_colors).astype(np.float32) / 255.0
-    for part in out._parts:
-        if isinstance(part, _Reserved):
-            source = vertices if part.kind == "corners" else rgba
-            width = 24 if part.kind == "corners" else 16
-            count = part.stop - part.start
-            target = np.frombuffer(buffer, source.dtype, count=count * (width // source.itemsize), offset=position)
-            np.take(source, corner_index[part.start : part.stop], axis=0, out=target.reshape(count, -1))
-            position += count * width
-        else:
-            buffer[position : position + len(part)] = part
-            position += len(part)
-    return bytes(buffer)
+    return _assemble(out, sources)
+
+
+def chunk_markers_cdr(
+    changed: Sequence[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
+    removed: Sequence[int],
+    sec: int,
+    nanosec: int,
+    frame_id: str,
+    namespace: str = MAP_MESH_NAMESPACE,
+) -> bytes:
+    """A serialized MarkerArray that updates a chunked map mesh in place: one TRIANGLE_LIST marker per
+    changed chunk (``(chunk_id, vertices, colours, triangles)``; ADD with the chunk's id replaces the old
+    one) and a DELETE per removed chunk id. Untouched chunks are not resent, so the message's size
+    follows the change, not the map.
+    """
+    sources = [_mesh_source(vertices, colors, triangles) for _, vertices, colors, triangles in changed]
+    out = CdrWriter()
+    out.uint32(len(changed) + len(removed))
+    for number, ((marker_id, *_), source) in enumerate(zip(changed, sources, strict=True)):
+        reserved = _Reserved(0, len(source.corners), source=number)
+        _marker_cdr(out, sec, nanosec, frame_id, namespace, int(marker_id), TRIANGLE_LIST, MARKER_ADD, reserved)
+    for marker_id in removed:
+        _marker_cdr(out, sec, nanosec, frame_id, namespace, int(marker_id), TRIANGLE_LIST, MARKER_DELETE)
+    return _assemble(out, sources)
+
+
+class _MeshSource(NamedTuple):
+    vertices: np.ndarray  # (V, 3) <f8
+    rgba: np.ndarray  # (V, 4) <f4
+    corners: np.ndarray  # (3T,) vertex index of each triangle corner
 
 
 class _Reserved:
-    """Room for a marker's corner or colour array, filled after the layout is known."""
+    """Room for a marker's corner or colour array (of mesh ``source``), filled after the layout is known."""
 
-    def __init__(self, start: int, stop: int, kind: str = "corners") -> None:
-        self.start, self.stop, self.kind = start, stop, kind
+    def __init__(self, start: int, stop: int, kind: str = "corners", source: int = 0) -> None:
+        self.start, self.stop, self.kind, self.source = start, stop, kind, source
 
     def __len__(self) -> int:
         return (self.stop - self.start) * (24 if self.kind == "corners" else 16)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion, TransformStamped
+from nav_msgs.msg import OccupancyGrid as OccupancyGridMsg
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
@@ -22,13 +23,17 @@ from visualization_msgs.msg import Marker, MarkerArray
 from showroom_ros.geometry.camera import CameraIntrinsics
 from showroom_ros.io.message_layout import (
     CLOUD_DTYPE,
+    MAP_MESH_NAMESPACE,
     MESH_NAMESPACE,
     TRIANGLES_PER_MARKER,
+    chunk_markers_cdr,
     cloud_cdr,
     cloud_records,
     mesh_marker_chunks,
     mesh_markers_cdr,
 )
+from showroom_ros.mapping.mesh_chunks import ChunkUpdate
+from showroom_ros.mapping.occupancy import OccupancyGrid
 from showroom_ros.reconstruction.result import TriangleMesh
 
 
@@ -65,6 +70,15 @@ MAX_POSITION_M = 1e7
 
 def stamp_to_ns(stamp: Time) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def serialized_stamp_ns(data: bytes) -> int:
+    """``header.stamp`` of a serialized message that starts with a std_msgs/Header (Image,
+    CompressedImage, CameraInfo...), read from the CDR bytes without deserializing the rest."""
+    if len(data) < 12 or data[0] != 0 or data[1] not in (0, 1):
+        raise MessageError(f"not a CDR message with a header ({len(data)} bytes)")
+    sec, nanosec = struct.unpack("<iI" if data[1] == 1 else ">iI", data[4:12])
+    return stamp_to_ns(Time(sec=sec, nanosec=nanosec))
 
 
 def ns_to_stamp(ns: int) -> Time:
@@ -452,3 +466,52 @@ def points_to_cloud_serialized(points: np.ndarray, colors: np.ndarray, header: H
 def mesh_to_markers_clear(header: Header, namespace: str = MESH_NAMESPACE) -> MarkerArray:
     """A MarkerArray that removes every mesh marker (published on reset)."""
     return MarkerArray(markers=[Marker(header=header, ns=namespace, id=0, action=Marker.DELETEALL)])
+
+
+def chunk_update_to_markers(update: ChunkUpdate, header: Header, namespace: str = MAP_MESH_NAMESPACE) -> MarkerArray:
+    """The map mesh's changed chunks as TRIANGLE_LIST markers (id = chunk id) and DELETEs for removed ones.
+
+    Message classes, one Python object per corner: the reference for :func:`chunk_update_to_markers_serialized`.
+    """
+    markers = []
+    for chunk in update.changed:
+        marker = Marker(header=header, ns=namespace, id=chunk.chunk_id, type=Marker.TRIANGLE_LIST, action=Marker.ADD)
+        marker.pose.orientation.w = 1.0
+        marker.scale.x = marker.scale.y = marker.scale.z = 1.0
+        marker.color.a = 1.0
+        corners = np.asarray(chunk.triangles, np.int64).reshape(-1)
+        marker.points = [Point(x=x, y=y, z=z) for x, y, z in np.asarray(chunk.vertices, np.float64)[corners].tolist()]
+        rgb = np.asarray(chunk.colors, np.float32)[corners] / 255.0
+        marker.colors = [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in rgb.tolist()]
+        markers.append(marker)
+    for chunk_id in update.removed:
+        removed = Marker(header=header, ns=namespace, id=int(chunk_id), type=Marker.TRIANGLE_LIST)
+        removed.action = Marker.DELETE
+        markers.append(removed)
+    return MarkerArray(markers=markers)
+
+
+def chunk_update_to_markers_serialized(
+    update: ChunkUpdate, header: Header, namespace: str = MAP_MESH_NAMESPACE
+) -> bytes:
+    """:func:`chunk_update_to_markers` as serialized CDR, built from numpy (no per-corner objects)."""
+    changed = [(c.chunk_id, c.vertices, c.colors, c.triangles) for c in update.changed]
+    return chunk_markers_cdr(
+        changed, update.removed, header.stamp.sec, header.stamp.nanosec, header.frame_id, namespace
+    )
+
+
+def occupancy_to_msg(grid: OccupancyGrid, header: Header) -> OccupancyGridMsg:
+    """nav_msgs/OccupancyGrid in the z = 0 plane of ``header.frame_id``: row-major from cell (0, 0) at
+    ``origin_xy``, rows along +y (what Nav2 and RViz's Map display expect)."""
+    data = np.asarray(grid.data)
+    if data.ndim != 2 or data.dtype != np.int8 or not np.isin(data, (-1, 0, 100)).all():
+        raise ValueError("occupancy grid must be a 2-D int8 array of -1, 0 and 100")
+    msg = OccupancyGridMsg(header=header)
+    msg.info.map_load_time = header.stamp
+    msg.info.resolution = float(grid.resolution)
+    msg.info.width, msg.info.height = grid.width, grid.height
+    msg.info.origin.position.x, msg.info.origin.position.y = float(grid.origin_xy[0]), float(grid.origin_xy[1])
+    msg.info.origin.orientation.w = 1.0
+    msg.data = array.array("b", np.ascontiguousarray(data).tobytes())
+    return msg

@@ -135,9 +135,65 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param("accumulate_map", True, "Merge successive reconstructions into ~/map instead of replacing it"),
     Param("map_voxel_size", 0.02, "Voxel size of the accumulated map (m)", range=(0.001, 1.0)),
     Param("map_max_points", 2000000, "Memory bound of the accumulated map", range=(1000, 50000000)),
+    # robot mapping (issue 12): one TSDF map in map_frame, fed by every reconstruction with known poses
+    Param(
+        "volumetric_map",
+        True,
+        "Integrate reconstructions that are in map_frame at metric scale into a TSDF map: ~/map is its "
+        "surface, ~/map_mesh its chunked mesh, ~/occupancy its 2D grid (off: ~/map merges clouds)",
+    ),
+    Param(
+        "continuous",
+        True,
+        "Keep collecting keyframes while a reconstruction runs; windows of max_keyframes overlap by "
+        "window_overlap keyframes (used when poses are known)",
+    ),
+    Param("window_overlap", 1, "Keyframes a window shares with the previous one (< max_keyframes)", range=(0, 8)),
+    Param(
+        "max_pending_windows",
+        3,
+        "Windows queued behind a running reconstruction; beyond that new keyframes are refused (and said why)",
+        range=(1, 100),
+    ),
+    Param("map_truncation_voxels", 4.0, "TSDF truncation in voxels of map_voxel_size", range=(1.0, 32.0)),
+    Param("map_max_depth", 4.0, "Farthest depth integrated into the TSDF map (m)", range=(0.2, 50.0)),
+    Param(
+        "map_block_budget",
+        60000,
+        "TSDF blocks kept (8^3 voxels each, ~10 KB); beyond it the blocks farthest from the camera are dropped",
+        range=(100, 10000000),
+    ),
+    Param(
+        "map_chunk_size",
+        1.0,
+        "Edge of the ~/map_mesh chunks (m, rounded to whole TSDF blocks): one marker each, resent only when changed",
+        range=(0.2, 10.0),
+    ),
+    Param("occupancy_resolution", 0.05, "Cell size of ~/occupancy (m)", range=(0.01, 1.0)),
+    Param("floor_z", 0.0, "Height of the floor in map_frame (z up, REP-103) (m)", range=(-100.0, 100.0)),
+    Param(
+        "occupancy_min_height",
+        0.1,
+        "Surfaces above floor_z + this are obstacles in ~/occupancy (m)",
+        range=(-10.0, 10.0),
+    ),
+    Param(
+        "occupancy_max_height",
+        1.5,
+        "Surfaces above floor_z + this (overhangs the robot passes under) are not obstacles (m)",
+        range=(-10.0, 100.0),
+    ),
     Param("publish_tf", False, "Broadcast a TF frame per keyframe camera (needs tf2_ros)"),
     Param("build_mesh", True, "Run screened Poisson reconstruction after fusion"),
     Param("poisson_depth", 9, "Octree depth of screened Poisson", range=(5, 12)),
+    Param(
+        "rgbd_surface",
+        "tsdf",
+        "Surface of RGB-D reconstructions: tsdf (TSDF fusion of the depth images + marching cubes, ~5x faster "
+        "than Poisson here, as accurate: docs/surface.md) or poisson (screened Poisson of the fused cloud)",
+        choices=("tsdf", "poisson"),
+    ),
+    Param("tsdf_voxel_size", 0.008, "Voxel of the RGB-D TSDF surface (m)", range=(0.002, 0.1)),
     Param(
         "mesh_max_triangles",
         DISPLAY_MAX_TRIANGLES,

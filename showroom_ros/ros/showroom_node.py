@@ -22,7 +22,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseArray, PoseStamped
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
@@ -32,22 +32,28 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
+from showroom_ros.apps.map_session import load_map, map_file_paths, save_map
 from showroom_ros.backends import BackendsConfig, LearnedConfig, build_backends, model_holders
 from showroom_ros.capture.collector import CollectorConfig, KeyframeCollector, Outcome
 from showroom_ros.capture.keyframes import KeyframeBuffer, KeyframeSelectorConfig
 from showroom_ros.generation.service import GenerationSettings, ViewGenerationService
 from showroom_ros.geometry.poses import PoseHistory
 from showroom_ros.io.export import prune_saved, save_reconstruction
+from showroom_ros.mapping.occupancy import OccupancyConfig
 from showroom_ros.mapping.point_map import AccumulatedMap, MapAlignmentError, MapConfig
+from showroom_ros.mapping.robot_map import MapInputError, RobotMap, RobotMapConfig
+from showroom_ros.mapping.volume import VolumeConfig
 from showroom_ros.msg import ReconstructionStatus
 from showroom_ros.reconstruction.pipeline import PipelineConfig, ReconstructionError, ReconstructionPipeline
 from showroom_ros.reconstruction.result import Reconstruction
 from showroom_ros.reconstruction.rgbd import RGBDFusionConfig, depth_to_metres
 from showroom_ros.reconstruction.surface import SurfaceConfig, decimate_mesh
 from showroom_ros.ros import conversions as conv
-from showroom_ros.ros.entry import remove_own_temporaries, run_node
+from showroom_ros.ros.entry import release_free_heap, remove_own_temporaries, run_node
+from showroom_ros.ros.input_node import InputNode, InputSpinner
+from showroom_ros.ros.map_outputs import MapOutputs
 from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS, check_parameter, declare_parameters
-from showroom_ros.srv import GenerateViews, Reconstruct, SaveReconstruction
+from showroom_ros.srv import GenerateViews, LoadMap, Reconstruct, SaveReconstruction
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -118,7 +124,13 @@ class ShowroomNode(Node):
             KeyframeBuffer(p["max_keyframes"]),
             self._lookup_pose,
         )
-        fusion = RGBDFusionConfig(voxel_size=p["voxel_size"], min_depth=p["min_depth"], max_depth=p["max_depth"])
+        fusion = RGBDFusionConfig(
+            voxel_size=p["voxel_size"],
+            min_depth=p["min_depth"],
+            max_depth=p["max_depth"],
+            tsdf_mesh=bool(p["build_mesh"]) and p["rgbd_surface"] == "tsdf",
+            tsdf_voxel_size=p["tsdf_voxel_size"],
+        )
         learned = {
             "device": p["model_device"],
             "dtype": p["model_dtype"],
@@ -147,6 +159,11 @@ class ShowroomNode(Node):
             self.backends,
         )
         self.map = AccumulatedMap(MapConfig(voxel_size=p["map_voxel_size"], max_points=p["map_max_points"]))
+        self.map_config = self._robot_map_config(p)
+        # The robot map (issue 12) is only touched on the worker thread: integration, save, load, clear.
+        self.robot_map = RobotMap(self.map_config) if p["volumetric_map"] else None
+        self._map_note = ""
+        self._map_summary = "empty"  # the last map update, for /diagnostics (the map itself is the worker's)
 
         # State shared between executor threads and the worker (guarded by _lock).
         self._lock = threading.Lock()
@@ -166,13 +183,26 @@ class ShowroomNode(Node):
         self._rejection_kinds: set[str] = set()
         self._last_keyframe_at = time.monotonic()
         self._autosaves = 0
+        self._accepted_info: dict[tuple[int, bool], bytes] = {}  # last valid CameraInfo bytes after the stamp
+        self._windows: list[Future] = []  # continuous mode: queued and running windows
+        self._carried: list = []  # keyframes the next window shares with the last one (window_overlap)
 
-        self._input_group = MutuallyExclusiveCallbackGroup()
+        # Camera inputs and the collector's poll run on their own single-threaded node (ros/input_node.py).
+        self.input_node = InputNode(
+            f"{self.get_name()}_input",
+            self._guard,
+            namespace=self.get_namespace(),
+            context=self.context,
+            use_global_arguments=False,  # a launch file's __node:= rename would give it the main node's name
+            enable_rosout=False,
+        )
+        self._input_spinner: InputSpinner | None = None
         self._service_group = ReentrantCallbackGroup()
         self.cloud_pub = self.create_publisher(PointCloud2, "~/cloud", LATCHED)
         self.mesh_pub = self.create_publisher(MarkerArray, "~/mesh", LATCHED)
         self.keyframes_pub = self.create_publisher(PoseArray, "~/keyframes", LATCHED)
         self.map_pub = self.create_publisher(PointCloud2, "~/map", LATCHED)
+        self.map_outputs = MapOutputs(self, self.map_pub, self._guard)
         self._tf_broadcaster = self._make_tf_broadcaster() if p["publish_tf"] else None
         self.status_pub = self.create_publisher(ReconstructionStatus, "~/status", LATCHED)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -195,10 +225,15 @@ class ShowroomNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
         self.create_service(SaveReconstruction, "~/save", self._on_save, callback_group=self._service_group)
         self.create_service(GenerateViews, "~/generate_views", self._on_generate, callback_group=self._service_group)
-        self.create_timer(0.1, self._poll_pending, callback_group=self._input_group)
+        self.create_service(SaveReconstruction, "~/save_map", self._on_save_map, callback_group=self._service_group)
+        self.create_service(LoadMap, "~/load_map", self._on_load_map, callback_group=self._service_group)
+        self.create_service(Trigger, "~/clear_map", self._on_clear_map, callback_group=self._service_group)
+        self.input_node.create_timer(0.1, self._poll_pending)
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=self._service_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._guard_existing()
+        self._input_spinner = InputSpinner(self.input_node)
+        self._input_spinner.start()
         self.viewer = self._start_viewer() if p["viewer"] else None
         self._publish_status()
         self.get_logger().info(
@@ -327,12 +362,11 @@ class ShowroomNode(Node):
     def _setup_pose_source(self, source: str) -> None:
         if source == "topic":
             for camera, topic in enumerate(self.pose_topics):
-                self.create_subscription(
+                self.input_node.create_subscription(
                     PoseStamped,
                     topic,
                     lambda msg, c=camera: self._on_pose(c, msg),
                     50,
-                    callback_group=self._input_group,
                 )
         elif source == "tf":
             try:
@@ -393,48 +427,46 @@ class ShowroomNode(Node):
         for camera, topic in enumerate(self.image_topics):
             # raw=True: frames the throttle drops are never deserialised (the node's main CPU saving).
             if compressed:
-                self.create_subscription(
+                self.input_node.create_subscription(
                     CompressedImage,
                     topic + "/compressed",
                     lambda data, c=camera: self._on_image(c, data, CompressedImage),
                     qos,
-                    callback_group=self._input_group,
                     raw=True,
                 )
             else:
-                self.create_subscription(
+                self.input_node.create_subscription(
                     Image,
                     topic,
                     lambda data, c=camera: self._on_image(c, data, Image),
                     qos,
-                    callback_group=self._input_group,
                     raw=True,
                 )
             if self.info_topics:
-                self.create_subscription(
+                self.input_node.create_subscription(
                     CameraInfo,
                     self.info_topics[camera],
-                    lambda msg, c=camera: self._on_info(c, msg, depth=False),
+                    lambda data, c=camera: self._on_info(c, data, depth=False),
                     qos,
-                    callback_group=self._input_group,
+                    raw=True,
                 )
             if self.depth_topics:
                 depth_type = CompressedImage if compressed else Image
                 depth_topic = self.depth_topics[camera] + ("/compressedDepth" if compressed else "")
-                self.create_subscription(
+                self.input_node.create_subscription(
                     depth_type,
                     depth_topic,
-                    lambda msg, c=camera: self._on_depth(c, msg),
+                    lambda data, c=camera, t=depth_type: self._on_depth(c, data, t),
                     qos,
-                    callback_group=self._input_group,
+                    raw=True,
                 )
             if self.depth_info_topics:
-                self.create_subscription(
+                self.input_node.create_subscription(
                     CameraInfo,
                     self.depth_info_topics[camera],
-                    lambda msg, c=camera: self._on_info(c, msg, depth=True),
+                    lambda data, c=camera: self._on_info(c, data, depth=True),
                     qos,
-                    callback_group=self._input_group,
+                    raw=True,
                 )
 
     # --- inputs -----------------------------------------------------------------------------------
@@ -477,27 +509,37 @@ class ShowroomNode(Node):
         outcome = self.collector.add_image(camera, conv.stamp_to_ns(msg.header.stamp), rgb, msg.header.frame_id, now)
         self._handle(outcome)
 
-    def _on_depth(self, camera: int, msg: Image | CompressedImage) -> None:
+    def _on_depth(self, camera: int, data: bytes, msg_type: type) -> None:
+        """Keep the serialized depth image; it is decoded only if a colour frame pairs with it (the
+        collector calls the decoder), so a 30 Hz depth stream costs a stamp read per message."""
         try:
-            raw = (
-                conv.compressed_depth_to_array(msg)
-                if isinstance(msg, CompressedImage)
-                else conv.depth_image_to_array(msg)
-            )
-            depth = depth_to_metres(raw, self.params["depth_scale"])
-        except Exception as error:
+            stamp_ns = conv.serialized_stamp_ns(data)
+        except conv.MessageError as error:
             self._reject(f"bad depth image on {self.depth_topics[camera]}: {error}", warn=True)
             return
-        for outcome in self.collector.add_depth(camera, conv.stamp_to_ns(msg.header.stamp), depth, self._now_ns()):
+        scale = float(self.params["depth_scale"])
+
+        def decode() -> np.ndarray:
+            msg = deserialize_message(data, msg_type)
+            raw = conv.compressed_depth_to_array(msg) if msg_type is CompressedImage else conv.depth_image_to_array(msg)
+            return depth_to_metres(raw, scale)
+
+        for outcome in self.collector.add_depth(camera, stamp_ns, decode, self._now_ns()):
             self._handle(outcome)
 
-    def _on_info(self, camera: int, msg: CameraInfo, depth: bool) -> None:
+    def _on_info(self, camera: int, data: bytes, depth: bool) -> None:
+        """CameraInfo arrives with every frame but rarely changes: bytes equal to the last accepted ones
+        (all but the stamp) are not decoded and checked again."""
+        key = (camera, depth)
+        if self._accepted_info.get(key) == data[12:]:
+            return
         try:
-            intrinsics = conv.camera_info_to_intrinsics(msg)
-        except conv.MessageError as error:
+            intrinsics = conv.camera_info_to_intrinsics(deserialize_message(data, CameraInfo))
+        except Exception as error:  # malformed bytes (rclpy raises several kinds) or invalid fields
             topic = (self.depth_info_topics if depth else self.info_topics)[camera]
             self._reject(f"bad CameraInfo on {topic}: {error}", warn=True)
             return
+        self._accepted_info[key] = data[12:]
         # Frames that waited for this CameraInfo complete now, not at the next poll.
         for outcome in self.collector.set_intrinsics(camera, intrinsics, depth=depth, now_ns=self._now_ns()):
             self._handle(outcome)
@@ -583,6 +625,7 @@ class ShowroomNode(Node):
         """Queue ``work`` on the single worker (call with ``_lock`` held, after :meth:`_busy`)."""
         self._state, self._progress, self._message = state, 0.0, message
         self._job = self._worker.submit(work, *args)
+        self._job.add_done_callback(lambda _: release_free_heap())
         return self._job
 
     @staticmethod
@@ -595,13 +638,36 @@ class ShowroomNode(Node):
         except Exception as error:
             return None, str(error)
 
+    def _continuous(self) -> bool:
+        """Windows queue behind a running reconstruction (poses known: each window lands in map_frame)."""
+        return bool(self.params["continuous"]) and self.params["pose_source"] != "none"
+
     def _start_job(self, why: str) -> Future[Reconstruction] | None:
+        """Reconstruct the buffered keyframes; None when refused (busy, queue full, nothing new).
+
+        Continuous mode queues the window even while another runs, and keeps its last
+        ``window_overlap`` keyframes buffered as the start of the next window.
+        """
         with self._lock:
-            if self._busy():
+            continuous = self._continuous()
+            self._windows = [window for window in self._windows if not window.done()]
+            if not continuous and self._busy():
+                return None
+            if continuous and len(self._windows) >= self.params["max_pending_windows"]:
                 return None
             keyframes = list(self.collector.buffer)
+            if not any(all(k is not c for c in self._carried) for k in keyframes):
+                return None  # only keyframes the last window already had
             self.collector.buffer.clear()
+            self._carried = []
+            if continuous:
+                overlap = min(int(self.params["window_overlap"]), len(keyframes) - 1)
+                self._carried = keyframes[len(keyframes) - overlap :] if overlap > 0 else []
+                for keyframe in self._carried:
+                    self.collector.buffer.add(keyframe)
             job = self._submit("reconstructing", f"reconstructing ({why})", self._reconstruct, keyframes)
+            if continuous:
+                self._windows.append(job)
         self._publish_status()
         return job
 
@@ -627,7 +693,7 @@ class ShowroomNode(Node):
                     f" ({'metric, from depth' if result.metric else 'arbitrary scale'})"
                 )
             self._publish_result(result, keyframes)
-            self._merge_into_map(result)
+            self._update_map(result, keyframes)
             if self.params["autosave"]:
                 self._autosave(result)
         except Exception as error:
@@ -647,12 +713,16 @@ class ShowroomNode(Node):
             f"{result.mesh.num_triangles if result.mesh else 0} triangles in {seconds:.2f}s "
             f"({stages})"
         )
+        for note in result.notes:
+            self.get_logger().warning(f"{result.backend} result: {note}")
         with self._lock:
             self._last, self._last_duration, self._last_keyframes = result, seconds, list(keyframes)
             self._state, self._progress = "collecting", 1.0
-            self._message = f"reconstruction done with backend {result.backend} in {seconds:.2f}s"
+            self._message = f"reconstruction done with backend {result.backend} in {seconds:.2f}s" + "".join(
+                f"; {note}" for note in result.notes
+            )
         self._publish_status()
-        if self.params["auto_reconstruct"] and self.collector.buffer.is_full:
+        if self.params["auto_reconstruct"] and self.collector.buffer.is_full and not self._continuous():
             # The buffer filled up while this one ran: its trigger was refused then, so run it now.
             self._worker.submit(self._start_job, "buffer filled during the last reconstruction")
         return result
@@ -677,6 +747,58 @@ class ShowroomNode(Node):
             self.get_logger().info(message)
             with self._lock:
                 self._message = message
+
+    @staticmethod
+    def _robot_map_config(p: dict[str, Any]) -> RobotMapConfig:
+        return RobotMapConfig(
+            frame_id=p["map_frame"],
+            volume=VolumeConfig(
+                voxel_size=p["map_voxel_size"],
+                trunc_voxel_multiplier=p["map_truncation_voxels"],
+                depth_min=p["min_depth"],
+                depth_max=p["map_max_depth"],
+                block_budget=p["map_block_budget"],
+            ),
+            chunk_size_m=p["map_chunk_size"],
+            occupancy=OccupancyConfig(
+                resolution=p["occupancy_resolution"],
+                floor_z=p["floor_z"],
+                min_height=p["occupancy_min_height"],
+                max_height=p["occupancy_max_height"],
+            ),
+        )
+
+    def _update_map(self, result: Reconstruction, keyframes: list) -> None:
+        """Integrate into the robot map when the result is in map_frame at metric scale; else merge clouds."""
+        if self.robot_map is None:
+            self._merge_into_map(result)
+            return
+        reason = ""
+        if result.sparse:
+            reason = (
+                f"a sparse {result.backend} result (scattered points, no surface) would carve and invent "
+                "surfaces in the TSDF"
+            )
+        else:
+            try:
+                self.robot_map.check(result)
+            except MapInputError as error:
+                reason = str(error)
+        if reason:
+            self._map_note = f"not in the robot map (~/map_mesh, ~/occupancy): {reason}"
+            self.get_logger().warning(self._map_note)
+            if self.robot_map.block_count == 0:  # ~/map shows merged clouds until the robot map has a surface
+                self._merge_into_map(result)
+            return
+        update = self.robot_map.integrate(result, keyframes)
+        self._map_note = "" if update.occupancy is not None else f"no occupancy grid: {update.occupancy_reason}"
+        for message in update.messages:
+            self.get_logger().info(f"map: {message}")
+        self.get_logger().info(f"map: {update.summary}")
+        self._map_summary = update.summary
+        self.map_outputs.publish(
+            self.map_frame, update.chunks, self.robot_map.surface() if update.integrated else None, update.occupancy
+        )
 
     def _merge_into_map(self, result: Reconstruction) -> None:
         if not self.params["accumulate_map"]:
@@ -740,18 +862,19 @@ class ShowroomNode(Node):
             for history in self._pose_histories:
                 history.clear()
             self._last = None
-            self.map.clear()
-            self._state, self._progress, self._message = "collecting", 0.0, "reset: buffer and map cleared"
+            self._carried = []
+            self._state, self._progress = "collecting", 0.0
+            self._message = "reset: keyframe buffer and last reconstruction cleared (the map is kept: ~/clear_map)"
         header = Header(frame_id=self.map_frame, stamp=self.get_clock().now().to_msg())
         empty = np.zeros((0, 3))
         self.cloud_pub.publish(conv.points_to_cloud(empty, empty.astype(np.uint8), header))
-        self.map_pub.publish(conv.points_to_cloud(empty, empty.astype(np.uint8), header))
         self.keyframes_pub.publish(PoseArray(header=header))
         self.mesh_pub.publish(conv.mesh_to_markers_serialized(None, header))
         if self.viewer is not None:
             self.viewer.clear()
         self._publish_status()
-        response.success, response.message = True, "keyframe buffer and reconstruction cleared"
+        response.success = True
+        response.message = "keyframe buffer and last reconstruction cleared; the map is kept (~/clear_map clears it)"
         return response
 
     def _on_save(self, request: SaveReconstruction.Request, response: SaveReconstruction.Response):
@@ -777,6 +900,76 @@ class ShowroomNode(Node):
         response.files = [str(path) for path in files.values()]
         response.message = f"saved {len(files)} files under {self.output_dir}"
         return response
+
+    # --- robot map services (run on the worker: the map is only touched there) ------------------
+    def _map_job(self, work: Callable[[], str], response: Any, what: str) -> Any:
+        """Run ``work`` on the worker after any queued reconstruction; answer with its message or error."""
+        if self.robot_map is None:
+            response.success, response.message = False, "volumetric_map is off: there is no robot map"
+            return response
+        job = self._worker.submit(work)
+        job.add_done_callback(lambda _: release_free_heap())
+        message, error = self._wait(job, self.params["reconstruct_timeout"], f"{what} is still running")
+        response.success = error is None
+        response.message = message if error is None else f"{what}: {error}"
+        return response
+
+    def _on_save_map(self, request: SaveReconstruction.Request, response: SaveReconstruction.Response):
+        name = request.name.strip() or f"map-{time.strftime('%Y%m%d-%H%M%S')}"
+        if not SAFE_NAME.match(name) or ".." in name:
+            response.success = False
+            response.message = (
+                f"invalid name '{request.name}': use letters, digits, '.', '_' and '-' only "
+                f"(files are written under {self.output_dir})"
+            )
+            return response
+
+        def work() -> str:
+            assert self.robot_map is not None
+            if self.robot_map.block_count == 0:
+                raise ValueError("nothing to save yet: the map is empty")
+            files = save_map(self.robot_map, self.output_dir, name)
+            response.files = [str(path) for path in files.values()]
+            return f"saved the map ({self.robot_map.block_count} blocks) in {len(files)} files under {self.output_dir}"
+
+        return self._map_job(work, response, "save_map")
+
+    def _on_load_map(self, request: LoadMap.Request, response: LoadMap.Response):
+        name = request.name.strip()
+        if not SAFE_NAME.match(name) or ".." in name:
+            response.success = False
+            response.message = (
+                f"invalid name '{request.name}': give the base name a map was saved under in {self.output_dir}"
+            )
+            return response
+
+        def work() -> str:
+            loaded, update = load_map(map_file_paths(self.output_dir, name)["volume"], self.map_config)
+            self.robot_map = loaded
+            response.num_blocks = loaded.block_count
+            self.map_outputs.publish(
+                self.map_frame,
+                self.map_outputs.replace_all(self.map_frame, update.chunks),
+                loaded.surface(),
+                update.occupancy,
+            )
+            self._map_note = "" if update.occupancy is not None else f"no occupancy grid: {update.occupancy_reason}"
+            self._map_summary = f"loaded '{name}': {update.summary}"
+            return f"loaded map '{name}': {loaded.block_count} blocks, {len(update.chunks.changed)} chunks"
+
+        return self._map_job(work, response, "load_map")
+
+    def _on_clear_map(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        def work() -> str:
+            assert self.robot_map is not None
+            self.robot_map.clear()
+            self.map.clear()
+            self.map_outputs.clear(self.map_frame)
+            self._map_note = ""
+            self._map_summary = "empty (cleared)"
+            return "map cleared (~/map, ~/map_mesh, ~/occupancy)"
+
+        return self._map_job(work, response, "clear_map")
 
     def _on_generate(self, request: GenerateViews.Request, response: GenerateViews.Response):
         from showroom_ros.generation.generate import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, GenerationRequest
@@ -874,10 +1067,13 @@ class ShowroomNode(Node):
                 last_duration_s=float(self._last_duration),
                 frame_id=last.frame_id if last else self.map_frame,
                 metric=bool(last.metric) if last else False,
+                notes=(list(last.notes) if last else []) + ([self._map_note] if self._map_note else []),
             )
         status.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(status)
-        level = {"error": DiagnosticStatus.ERROR}.get(status.state, DiagnosticStatus.OK)
+        level = {"error": DiagnosticStatus.ERROR}.get(
+            status.state, DiagnosticStatus.WARN if status.notes else DiagnosticStatus.OK
+        )
         diagnostic = DiagnosticStatus(
             level=level,
             name="showroom: reconstruction",
@@ -899,6 +1095,8 @@ class ShowroomNode(Node):
             + [
                 KeyValue(key="callback_errors", value=str(sum(self._callback_errors.values()))),
                 KeyValue(key="last_callback_error", value=self._last_callback_error),
+                KeyValue(key="notes", value=" | ".join(status.notes)),
+                KeyValue(key="map", value=self._map_summary),
             ],
         )
         self.diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diagnostic]))
@@ -908,6 +1106,9 @@ class ShowroomNode(Node):
         a reconstruction, a generation, a save) is abandoned, and the temporary files of an
         unfinished save are removed; ``run_node`` then ends the process without joining those threads.
         """
+        spinner = getattr(self, "_input_spinner", None)
+        if spinner is not None:
+            spinner.stop()
         viewer = getattr(self, "viewer", None)
         if viewer is not None:
             viewer.stop()
@@ -921,13 +1122,15 @@ class ShowroomNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # Four threads: camera callbacks, services waiting on the worker, status timers.
-    return run_node(ShowroomNode, "showroom", args, threads=4, abandon=_abandon)
+    # Three threads for services waiting on the worker and the status timer; camera inputs have their own.
+    return run_node(ShowroomNode, "showroom", args, threads=3, abandon=_abandon)
 
 
 def _abandon(node: ShowroomNode) -> None:
     """Last clean-up when a service callback (a save) still runs at shutdown: no rcl handle is
     destroyed under it; queued work is cancelled and unfinished temporaries are removed."""
+    if node._input_spinner is not None:
+        node._input_spinner.stop(timeout=0.2)
     node._worker.shutdown(wait=False, cancel_futures=True)
     remove_own_temporaries(node.output_dir)
 
