@@ -64,9 +64,14 @@ def client():
 
 
 class Collect:
+    """Every message of a topic: reliable, transient local, and deep enough that none is replaced."""
+
     def __init__(self, node, msg_type, topic):
+        from rclpy.qos import QoSProfile
+
         self.msgs: list = []
-        self.sub = node.create_subscription(msg_type, topic, self.msgs.append, LATCHED_QOS)
+        qos = QoSProfile(depth=100, reliability=LATCHED_QOS.reliability, durability=LATCHED_QOS.durability)
+        self.sub = node.create_subscription(msg_type, topic, self.msgs.append, qos)
 
 
 def _chunk_cube_holds_triangles(marker) -> bool:
