@@ -284,7 +284,7 @@ def bench_accuracy(name: str, frames: list, floor_axis_from_first: bool) -> None
 
 
 def main() -> None:
-    print(f"measured on a shared, loaded 2-core machine; CPU Open3D; load average {Path('/proc/loadavg').read_text()}")
+    print(f"CPU Open3D; load average at the start {Path('/proc/loadavg').read_text()}")
     bench_integrate()
     bench_occupancy()
     bench_chunks_and_memory()
