@@ -14,6 +14,7 @@ import gc
 import json
 import os
 import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +34,28 @@ class ExportError(OSError):
     """A reconstruction could not be written; the message names the file."""
 
 
+_temporaries_gate = threading.Lock()
+_temporaries_closed = False
+
+
+def close_temporaries_for_exit(timeout_s: float = 1.0) -> None:
+    """No temporary file is created by this process after this returns (its lock is kept for good).
+
+    Called once when a node stops, just before it deletes its unfinished temporaries: a save thread
+    being abandoned could otherwise create one a moment after that clean-up, and leave it behind.
+    """
+    global _temporaries_closed
+    if _temporaries_gate.acquire(timeout=timeout_s):  # held only while a temporary is being created
+        _temporaries_closed = True
+
+
+def _create_temporary(path: Path) -> None:
+    with _temporaries_gate:
+        if _temporaries_closed:
+            raise ExportError(f"not writing {path.name}: the process is stopping")
+        path.touch()  # exists from now on, so the clean-up at a stop sees it
+
+
 def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Run ``write`` on a temporary file beside ``path`` (same suffix: writers pick formats by it), rename."""
     target = Path(path).expanduser()
@@ -40,6 +63,7 @@ def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     # Not mkstemp: its 0600 mode would leak into the final file; a random name is enough to be unique.
     temporary_path = target.with_name(f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}")
     try:
+        _create_temporary(temporary_path)
         write(temporary_path)
         if not temporary_path.is_file() or temporary_path.stat().st_size == 0:
             # Open3D's writers return False without saying why; the usual why is a full disk.

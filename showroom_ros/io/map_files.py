@@ -11,12 +11,13 @@ the map (max y); the grid's row 0 is min y (nav_msgs/OccupancyGrid order), hence
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from showroom_ros.io.export import _atomic_write as atomic_write
 
 OCCUPIED_PIXEL, FREE_PIXEL, UNKNOWN_PIXEL = 0, 254, 205
 OCCUPIED_THRESH, FREE_THRESH = 0.65, 0.196
@@ -33,15 +34,8 @@ class MapFile:
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Temporary beside ``path``, then rename (io/export.py: the same names a stopping node cleans up)."""
+    atomic_write(path, lambda temporary: temporary.write_bytes(payload))
 
 
 def write_nav2_map(

@@ -27,6 +27,8 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
+from showroom_ros.io.export import close_temporaries_for_exit
+
 #: Native modules that install process-wide signal handlers when first imported (pycolmap: glog's
 #: failure handler, which prints a stack dump on SIGTERM). Imported up front, in the main thread.
 NATIVE_HANDLER_MODULES = ("pycolmap",)
@@ -213,6 +215,9 @@ def run_node(
             rclpy.logging.set_logger_level(node.get_logger().name, rclpy.logging.LoggingSeverity.FATAL)
         with contextlib.suppress(KeyboardInterrupt):
             idle = _callbacks_finished(executor, CALLBACK_GRACE_S)
+            # The process is ending: a save thread about to be abandoned may create no new temporary
+            # after this, so the node's clean-up below cannot miss one (io/export.py).
+            close_temporaries_for_exit()
             if isinstance(executor, MultiThreadedExecutor):
                 executor.shutdown(timeout_sec=0, wait_for_threads=False)
             else:
