@@ -18,12 +18,16 @@ gate of the issue are not built yet.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from showroom_ros.models import Fast3R, Fast3RConfig
+from showroom_ros.models import Fast3R
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run with -P: the script's folder is not on the path
+from bench_fast3r import build_model  # the same random release-config model as the torch bench
 
 
 class HeadMaps(torch.nn.Module):
@@ -38,23 +42,6 @@ class HeadMaps(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         raw_global, _ = self.model._network(list(images.split(1)), 1, self.size, self.ids, None, None)
         return raw_global
-
-
-def random_model(config: Fast3RConfig) -> Fast3R:
-    with torch.device("meta"):
-        model = Fast3R(config)
-    model.to_empty(device="cpu")
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.ndim > 1:
-                param.uniform_(-0.03, 0.03, generator=generator)
-            elif name.endswith("weight"):
-                param.fill_(1.0)
-            else:
-                param.zero_()
-    model.decoder.reset_image_idx_embedding()
-    return model.eval()
 
 
 def best_of(run, repeats: int) -> float:
@@ -77,8 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     height, width = (192, 256) if args.size == 256 else (384, 512)
-    config = Fast3RConfig.vit_large_512()
-    network = HeadMaps(random_model(config), args.views, height, width).eval()
+    network = HeadMaps(build_model("teacher", torch.float32, torch.device("cpu"), None), args.views, height, width)
+    network.eval()
     images = torch.rand(args.views, 3, height, width, generator=torch.Generator().manual_seed(1)) * 2 - 1
     print(f"load average {Path('/proc/loadavg').read_text().split()[:3]}; {args.views} views {width}x{height}, "
           f"{args.threads} threads, torch {torch.__version__}")

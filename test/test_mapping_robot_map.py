@@ -104,6 +104,8 @@ def test_refuses_non_metric_or_foreign_frame_and_clears(kitchen: dict) -> None:
         robot_map.integrate(replace(r1, metric=False), k1)
     with pytest.raises(MapInputError, match="frame 'showroom'"):
         robot_map.integrate(replace(r1, frame_id="showroom"), k1)
+    with pytest.raises(MapInputError, match="sparse"):  # SfM points would carve and invent surfaces
+        robot_map.integrate(replace(r1, sparse=True, backend="sfm"), k1)
     assert robot_map.block_count == 0
     robot_map.integrate(r1, k1[:2])
     published = robot_map.chunks.published

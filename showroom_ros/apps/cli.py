@@ -176,7 +176,7 @@ def _write_keyframes(keyframes: Sequence[Any], poses: np.ndarray, folder: Path) 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    from showroom_ros.apps.offline import BagOptions, load_input
+    from showroom_ros.apps.offline import load_input
     from showroom_ros.capture.keyframes import KeyframeSelectorConfig
     from showroom_ros.geometry.camera import CameraIntrinsics
     from showroom_ros.io.export import save_glb, save_mesh_ply, save_npz, save_point_cloud_ply, save_preview_png
@@ -200,16 +200,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         PipelineConfig(backend=args.backend, build_mesh=not args.no_mesh), backends
     )
 
-    bag = BagOptions(
-        image_topic=args.image_topic,
-        depth_topic=args.depth_topic,
-        camera_info_topic=args.camera_info_topic,
-        depth_info_topic=args.depth_info_topic,
-        pose_topic=args.pose_topic,
-        fixed_frame=args.fixed_frame,
-        camera_frame=args.camera_frame,
-        depth_scale=args.depth_scale,
-    )
+    bag = _bag_options(args)
     load_started = time.perf_counter()
     offline = load_input(
         source,
@@ -322,7 +313,6 @@ def _reconstruct_map(
 ) -> int:
     """``reconstruct --map``: continuous mapping over every frame, then the files of the node's ~/save_map."""
     from showroom_ros.apps.map_session import ContinuousMapper, map_input, save_map
-    from showroom_ros.apps.offline import BagOptions
     from showroom_ros.mapping.occupancy import OccupancyConfig
     from showroom_ros.mapping.robot_map import RobotMap, RobotMapConfig
     from showroom_ros.reconstruction.pipeline import PipelineConfig, ReconstructionPipeline
@@ -353,16 +343,7 @@ def _reconstruct_map(
         mapper = ContinuousMapper(pipeline, robot_map, args.window, args.overlap, on_window=report)
     except ValueError as error:
         raise CliError(f"--window/--overlap: {error}") from None
-    bag = BagOptions(
-        image_topic=args.image_topic,
-        depth_topic=args.depth_topic,
-        camera_info_topic=args.camera_info_topic,
-        depth_info_topic=args.depth_info_topic,
-        pose_topic=args.pose_topic,
-        fixed_frame=args.fixed_frame,
-        camera_frame=args.camera_frame,
-        depth_scale=args.depth_scale,
-    )
+    bag = _bag_options(args)
     run = map_input(
         source,
         mapper,
@@ -440,6 +421,22 @@ def _reconstruct_map(
         ]
         print("\n".join(lines), flush=True)
     return 0
+
+
+def _bag_options(args: argparse.Namespace) -> Any:
+    """The rosbag2 topic and frame options of ``reconstruct`` (also with --map)."""
+    from showroom_ros.apps.offline import BagOptions
+
+    return BagOptions(
+        image_topic=args.image_topic,
+        depth_topic=args.depth_topic,
+        camera_info_topic=args.camera_info_topic,
+        depth_info_topic=args.depth_info_topic,
+        pose_topic=args.pose_topic,
+        fixed_frame=args.fixed_frame,
+        camera_frame=args.camera_frame,
+        depth_scale=args.depth_scale,
+    )
 
 
 def _print_summary(summary: dict[str, Any], timings: dict[str, float]) -> None:

@@ -367,6 +367,11 @@ class RobotMap:
     # --- integration ----------------------------------------------------------------------------
     def check(self, reconstruction: Reconstruction) -> None:
         """Raise :class:`MapInputError` when the reconstruction cannot go into this map, saying why."""
+        if reconstruction.sparse:
+            raise MapInputError(
+                f"a sparse {reconstruction.backend or 'unknown'} result (scattered points, no surface) would carve "
+                "and invent surfaces in the TSDF"
+            )
         if not reconstruction.metric:
             raise MapInputError(
                 f"reconstruction by '{reconstruction.backend or 'unknown'}' is not metric (frame "

@@ -102,7 +102,7 @@ class MapOutputs:
         empty = OccupancyGrid(np.zeros((0, 0), np.int8), 0.05, (0.0, 0.0))
         self.occupancy_pub.publish(conv.occupancy_to_msg(empty, self._header(frame_id)))
 
-    def replace_all(self, frame_id: str, chunks: ChunkUpdate) -> ChunkUpdate:
+    def replace_all(self, chunks: ChunkUpdate) -> ChunkUpdate:
         """After a load: the loaded map's chunks, and DELETEs for published chunks it does not have."""
         with self._lock:
             kept = {chunk.chunk_id for chunk in chunks.changed}

@@ -32,7 +32,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from showroom_ros.apps.map_session import load_map, map_file_paths, save_map
+from showroom_ros.apps.map_session import SAFE_NAME, load_map, map_file_paths, save_map
 from showroom_ros.backends import BackendsConfig, LearnedConfig, build_backends, model_holders
 from showroom_ros.capture.collector import CollectorConfig, KeyframeCollector, Outcome
 from showroom_ros.capture.keyframes import KeyframeBuffer, KeyframeSelectorConfig
@@ -55,7 +55,6 @@ from showroom_ros.ros.map_outputs import MapOutputs
 from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS, check_parameter, declare_parameters
 from showroom_ros.srv import GenerateViews, LoadMap, Reconstruct, SaveReconstruction
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 GUARD_ATTR = "showroom_guarded"
 """Set on every callback the node registers: the original callback, run inside :meth:`ShowroomNode._guard`."""
@@ -773,19 +772,10 @@ class ShowroomNode(Node):
         if self.robot_map is None:
             self._merge_into_map(result)
             return
-        reason = ""
-        if result.sparse:
-            reason = (
-                f"a sparse {result.backend} result (scattered points, no surface) would carve and invent "
-                "surfaces in the TSDF"
-            )
-        else:
-            try:
-                self.robot_map.check(result)
-            except MapInputError as error:
-                reason = str(error)
-        if reason:
-            self._map_note = f"not in the robot map (~/map_mesh, ~/occupancy): {reason}"
+        try:
+            self.robot_map.check(result)  # not metric, another frame, or sparse: why, in one line
+        except MapInputError as error:
+            self._map_note = f"not in the robot map (~/map_mesh, ~/occupancy): {error}"
             self.get_logger().warning(self._map_note)
             if self.robot_map.block_count == 0:  # ~/map shows merged clouds until the robot map has a surface
                 self._merge_into_map(result)
@@ -877,14 +867,22 @@ class ShowroomNode(Node):
         response.message = "keyframe buffer and last reconstruction cleared; the map is kept (~/clear_map clears it)"
         return response
 
+    def _checked_name(self, requested: str, default_prefix: str, response: Any) -> str | None:
+        """The file base name a service request gives (or a timestamped default), or None with the
+        refusal already in ``response``: names are confined to output_dir."""
+        name = requested.strip() or (f"{default_prefix}-{time.strftime('%Y%m%d-%H%M%S')}" if default_prefix else "")
+        if SAFE_NAME.match(name) and ".." not in name:
+            return name
+        response.success = False
+        response.message = (
+            f"invalid name '{requested}': use letters, digits, '.', '_' and '-' only "
+            f"(files are written under {self.output_dir})"
+        )
+        return None
+
     def _on_save(self, request: SaveReconstruction.Request, response: SaveReconstruction.Response):
-        name = request.name.strip() or f"reconstruction-{time.strftime('%Y%m%d-%H%M%S')}"
-        if not SAFE_NAME.match(name) or ".." in name:
-            response.success = False
-            response.message = (
-                f"invalid name '{request.name}': use letters, digits, '.', '_' and '-' only "
-                f"(files are written under {self.output_dir})"
-            )
+        name = self._checked_name(request.name, "reconstruction", response)
+        if name is None:
             return response
         with self._lock:
             result = self._last
@@ -915,13 +913,8 @@ class ShowroomNode(Node):
         return response
 
     def _on_save_map(self, request: SaveReconstruction.Request, response: SaveReconstruction.Response):
-        name = request.name.strip() or f"map-{time.strftime('%Y%m%d-%H%M%S')}"
-        if not SAFE_NAME.match(name) or ".." in name:
-            response.success = False
-            response.message = (
-                f"invalid name '{request.name}': use letters, digits, '.', '_' and '-' only "
-                f"(files are written under {self.output_dir})"
-            )
+        name = self._checked_name(request.name, "map", response)
+        if name is None:
             return response
 
         def work() -> str:
@@ -935,12 +928,8 @@ class ShowroomNode(Node):
         return self._map_job(work, response, "save_map")
 
     def _on_load_map(self, request: LoadMap.Request, response: LoadMap.Response):
-        name = request.name.strip()
-        if not SAFE_NAME.match(name) or ".." in name:
-            response.success = False
-            response.message = (
-                f"invalid name '{request.name}': give the base name a map was saved under in {self.output_dir}"
-            )
+        name = self._checked_name(request.name, "", response)  # no default: it must name a saved map
+        if name is None:
             return response
 
         def work() -> str:
@@ -949,7 +938,7 @@ class ShowroomNode(Node):
             response.num_blocks = loaded.block_count
             self.map_outputs.publish(
                 self.map_frame,
-                self.map_outputs.replace_all(self.map_frame, update.chunks),
+                self.map_outputs.replace_all(update.chunks),
                 loaded.surface(),
                 update.occupancy,
             )
