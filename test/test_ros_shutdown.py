@@ -156,6 +156,9 @@ def _replay_params(**overrides: object) -> dict:
         "min_keyframes": 3,
         "max_keyframes": 3,
         "build_mesh": False,
+        # One window at a time: with continuous windows the looping replay keeps the worker busy, and a
+        # generation (refused while a reconstruction runs) might never start.
+        "continuous": False,
         **overrides,
     }
 
