@@ -99,7 +99,9 @@ def _load_reconstruction(npz: Path) -> Any:
 # --- reconstruct ---------------------------------------------------------------------------------
 
 
-def _make_backends(backend: str, model: str | None, device: str | None) -> dict[str, Any]:
+def _make_backends(
+    backend: str, model: str | None, device: str | None, engine: str = "torch", engine_precision: str = "auto"
+) -> dict[str, Any]:
     """The backends by name, nothing loaded yet (so a bad ``--backend`` fails before any frame is read).
 
     In the CLI, ``auto`` uses a learned model only when ``--model`` is given: a command run on a
@@ -128,7 +130,13 @@ def _make_backends(backend: str, model: str | None, device: str | None) -> dict[
 
     def learned(source: str) -> Any:
         # An unconfigured model's dtype is never used; "fp32" spares validating "auto" (which imports torch).
-        return LearnedConfig(model=source, device=learned_device, dtype="auto" if source else "fp32")
+        return LearnedConfig(
+            model=source,
+            device=learned_device,
+            dtype="auto" if source else "fp32",
+            engine=engine if source else "torch",
+            engine_precision=engine_precision,
+        )
 
     try:
         config = BackendsConfig(
@@ -193,7 +201,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise CliError(f"--max-keyframes: {error}") from None
-    backends = _make_backends(args.backend, args.model, args.device)
+    backends = _make_backends(args.backend, args.model, args.device, args.engine, args.engine_precision)
     if args.map:
         return _reconstruct_map(args, source, name, out, backends, selector, started)
     pipeline = ReconstructionPipeline(
@@ -650,6 +658,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--model", help="weights of the learned backend: local path or Hugging Face repo id")
     rec.add_argument("--device", help="device of the learned backend: auto, cpu, cuda or cuda:N")
+    rec.add_argument(
+        "--engine",
+        default="torch",
+        choices=("torch", "auto", "compile", "onnxruntime", "openvino"),
+        help="inference engine of the learned network on CPU (default torch; docs/fast3r.md)",
+    )
+    rec.add_argument(
+        "--engine-precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "int8"),
+        help="engine precision: auto (= the model dtype), fp32, bf16, int8 (onnxruntime only)",
+    )
     rec.add_argument(
         "--all", action="store_true", help="use every frame of a folder instead of 3-5 selected ones"
     )

@@ -60,7 +60,14 @@ def build_backends(
     backends: dict[str, ReconstructionBackend] = {}
     for name, learned in (("fast3r", config.fast3r), ("showroom", config.showroom)):
         holder = ModelHolder(
-            learned.model, learned.device, learned.dtype, student=name == "showroom", label=f"{name} model"
+            learned.model,
+            learned.device,
+            learned.dtype,
+            student=name == "showroom",
+            label=f"{name} model",
+            engine=learned.engine,
+            engine_precision=learned.engine_precision,
+            engine_cache_dir=learned.engine_cache_dir,
         )
         if backend not in MODEL_USERS[name]:
             holder.skip(f"not loaded: backend '{backend}' does not use it")

@@ -40,6 +40,9 @@ MODEL_STATES = ("not configured", "loading", "ready", "failed")
 PATCH_SIZE = 16
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
+#: models.engines.ENGINES and PRECISIONS (+ auto), spelled here so that validating a config needs no torch.
+MODEL_ENGINES = ("auto", "torch", "compile", "onnxruntime", "openvino")
+ENGINE_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 # --- devices and precision ---------------------------------------------------------------------------
@@ -154,8 +157,12 @@ class ModelHolder:
         student: bool = False,
         loader: Callable[[str, str, Any, bool], Fast3R] | None = None,
         label: str = "model",
+        engine: str = "torch",
+        engine_precision: str = "auto",
+        engine_cache_dir: str = "",
     ) -> None:
         self.source = str(source).strip() if source else ""
+        self.engine, self.engine_precision, self.engine_cache_dir = engine, engine_precision, engine_cache_dir
         self.requested_device = device
         self.requested_dtype = dtype
         self.student = student
@@ -250,6 +257,7 @@ class ModelHolder:
             # compute dtype, which halves the 2.6 GB of ViT-L.
             weights = _torch_dtype("fp32" if device == "cpu" else compute)
             model = self._loader(self.source, device, weights, self.student)
+            engine_note = self._attach_engine(model, device, compute)
         except MemoryError:
             self._finish(None, f"failed: out of memory while loading {self.source}")
         except Exception as error:  # any loader failure must reach the status, not kill the node
@@ -262,8 +270,21 @@ class ModelHolder:
             self._finish(
                 model,
                 f"{self.source} on {device} ({compute}), {millions:.1f} M parameters, "
-                f"loaded in {seconds:.1f} s",
+                f"loaded in {seconds:.1f} s{engine_note}",
             )
+
+    def _attach_engine(self, model: Fast3R, device: str, compute: str) -> str:
+        """Put the network on the configured inference engine (built lazily per image size); a note."""
+        if self.engine == "torch":
+            return ""
+        if device != "cpu":
+            if self.engine == "auto":
+                return "; engine: eager torch (the inference engines are for CPU)"
+            raise ValueError(f"model_engine '{self.engine}' runs on CPU, but the model is on {device}")
+        precision = compute if self.engine_precision == "auto" else self.engine_precision
+        engine = model.use_engine(self.engine, precision, self.engine_cache_dir or None)
+        where = engine.cache_dir if engine is not None else "-"
+        return f"; engine {self.engine} {precision} (built at the first run of each image size, cached in {where})"
 
     def _finish(self, model: Fast3R | None, reason: str) -> None:
         with self._lock:
@@ -304,6 +325,9 @@ class LearnedConfig:
     pnp_iterations: int = 100
     pnp_reprojection_error: float = 5.0
     depth_pixel_stride: int = 4
+    engine: str = "torch"
+    engine_precision: str = "auto"
+    engine_cache_dir: str = ""
 
     def __post_init__(self) -> None:
         if (
@@ -319,6 +343,14 @@ class LearnedConfig:
         if self.device.strip().lower() not in DEVICES and not self.device.strip().lower().startswith("cuda"):
             raise ValueError(f"unknown device '{self.device}': use one of {', '.join(DEVICES)}")
         normalise_dtype(self.dtype)
+        if self.engine not in MODEL_ENGINES:
+            raise ValueError(f"unknown model engine '{self.engine}': use one of {', '.join(MODEL_ENGINES)}")
+        if self.engine_precision not in ENGINE_PRECISIONS:
+            raise ValueError(
+                f"unknown engine precision '{self.engine_precision}': use one of {', '.join(ENGINE_PRECISIONS)}"
+            )
+        if self.engine_precision == "int8" and self.engine != "onnxruntime":
+            raise ValueError("engine precision int8 needs model_engine 'onnxruntime' (it is never chosen by auto)")
         if not (self.voxel_size > 0 and self.relative_voxel_size > 0):
             raise ValueError("voxel_size and relative_voxel_size must be > 0")
         if self.depth_pixel_stride < 1:
@@ -460,8 +492,14 @@ class LearnedBackend:
                 "use one camera model per run"
             )
         timings: dict[str, float] = {}
+        geometry = view_geometry(keyframes[0].width, keyframes[0].height, config.input_size)
+        engine = model.engine
+        crop = (geometry.crop_height, geometry.crop_width)
+        building = engine is not None and not engine.is_prepared(crop)
         progress(
-            0.1, f"{self.name}: running the model on {len(keyframes)} keyframes at {config.input_size} px"
+            0.1,
+            f"{self.name}: running the model on {len(keyframes)} keyframes at {config.input_size} px"
+            + (f" (first run at this size: preparing the {engine.engine} engine)" if building else ""),
         )
         started = time.perf_counter()
         with self.holder.inference_lock:
@@ -479,7 +517,6 @@ class LearnedBackend:
 
         progress(0.4, f"{self.name}: recovering cameras")
         started = time.perf_counter()
-        geometry = view_geometry(keyframes[0].width, keyframes[0].height, config.input_size)
         if prediction.image_size != (geometry.crop_height, geometry.crop_width):
             raise ReconstructionError(
                 f"model input is {prediction.image_size} but the expected crop is "
@@ -503,6 +540,8 @@ class LearnedBackend:
             metric=False,
             backend=self.name,
         )
+        if engine is not None and crop in engine.failures:
+            reconstruction.notes.append(engine.failures[crop] + "; ran eager torch instead")
         progress(0.5, f"{self.name}: registering to the keyframe poses / depth")
         started = time.perf_counter()
         observations = self._depth_observations(prediction, keyframes, placed, poses, geometry)

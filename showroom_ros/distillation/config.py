@@ -28,6 +28,8 @@ KNOWN_HEADS = ("global", "local")
 KNOWN_LAYOUTS = ("auto", "folders", "scannetpp")
 KNOWN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 KNOWN_IMAGE_IDS = ("random", "sequential")
+#: Inference engines the frozen teacher may run on (CPU; models/engines.py). int8 is never used for targets.
+KNOWN_TEACHER_ENGINES = ("torch", "auto", "compile", "onnxruntime", "openvino")
 PATCH_SIZE = 16
 
 
@@ -64,6 +66,7 @@ class ModelConfig:
 
     teacher: str = "jedyang97/Fast3R_ViT_Large_512"
     teacher_dtype: str = "auto"
+    teacher_engine: str = "torch"
     student_init: str | None = None
     freeze_backbone: bool = True
     image_ids: str = "random"
@@ -204,6 +207,10 @@ class DistillConfig:
         _check(
             m.teacher_dtype in KNOWN_PRECISIONS,
             f"model.teacher_dtype: {m.teacher_dtype!r} is not one of {list(KNOWN_PRECISIONS)}",
+        )
+        _check(
+            m.teacher_engine in KNOWN_TEACHER_ENGINES,
+            f"model.teacher_engine: {m.teacher_engine!r} is not one of {list(KNOWN_TEACHER_ENGINES)}",
         )
         _check(
             m.image_ids in KNOWN_IMAGE_IDS,

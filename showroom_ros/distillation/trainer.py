@@ -358,6 +358,17 @@ class Distiller:
 
         torch.manual_seed(cfg.seed)  # the student heads' initialisation
         student = build_student(teacher, cfg.model.student_init)
+        self.teacher_amp: torch.dtype | None = None
+        if cfg.model.teacher_engine != "torch":
+            # The frozen teacher's forward is inference only, so it may run on an engine (CPU); it keeps
+            # fp32 weights (engines are built from them) and asks the engine for the teacher dtype.
+            if self.device.type != "cpu":
+                raise ConfigError(f"model.teacher_engine {cfg.model.teacher_engine!r} runs on CPU, not {self.device}")
+            if teacher_dtype not in (torch.float32, torch.bfloat16):
+                raise ConfigError("model.teacher_engine needs model.teacher_dtype fp32 or bf16")
+            precision = "bf16" if teacher_dtype == torch.bfloat16 else "fp32"
+            teacher.use_engine(cfg.model.teacher_engine, precision)
+            self.teacher_amp, teacher_dtype = teacher_dtype, torch.float32
         self.teacher = teacher.to(self.device, teacher_dtype)
         self.student = student.to(self.device)
         self.loss_fn = DistillationLoss(
@@ -458,7 +469,7 @@ class Distiller:
 
     def teacher_outputs(self, batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
         with torch.no_grad():
-            return self.teacher(batch["views"], image_ids=batch["image_ids"])
+            return self.teacher(batch["views"], image_ids=batch["image_ids"], autocast_dtype=self.teacher_amp)
 
     def student_outputs(
         self, batch: dict[str, Any], model: nn.Module | None = None

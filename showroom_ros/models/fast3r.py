@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -31,6 +31,9 @@ from showroom_ros.models.loading import (
     safetensors_metadata,
     stored_state_dict,
 )
+
+if TYPE_CHECKING:
+    from showroom_ros.models.engines import NetworkEngine
 
 LOG = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class Fast3R(nn.Module):
         self.downstream_head = PointmapHead(*head_args)
         self.downstream_head_local = PointmapHead(*head_args) if config.head.with_local_head else None
         self.head_chunk_size = DEFAULT_HEAD_CHUNK_SIZE
+        self.engine: NetworkEngine | None = None  # set by use_engine(); None runs eager torch
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -82,6 +86,31 @@ class Fast3R(nn.Module):
             if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
                 module.to(dtype)
         return self
+
+    def use_engine(
+        self,
+        engine: str = "auto",
+        precision: str = "fp32",
+        cache_dir: str | Path | None = None,
+        tolerance: float | None = None,
+    ) -> NetworkEngine | None:
+        """Run the network on an inference engine from now on (``torch`` detaches any engine).
+
+        Artefacts are built lazily, per image size, at the first forward of that size (or by
+        ``self.engine.prepare((H, W))``), cached under ``cache_dir`` and checked against eager fp32 torch
+        (see :mod:`showroom_ros.models.engines`). Forwards asking for intermediates, or in a dtype the
+        engine was not built for, stay eager.
+        """
+        from showroom_ros.models.engines import DEFAULT_TOLERANCE, NetworkEngine, check_engine
+
+        check_engine(engine, precision)
+        if engine == "torch":
+            self.engine = None
+            return None
+        self.engine = NetworkEngine(
+            self, engine, precision, cache_dir, DEFAULT_TOLERANCE if tolerance is None else tolerance
+        )
+        return self.engine
 
     def num_parameters(self) -> int:
         """Unique parameters (the aliased DPT convs count once)."""
@@ -181,7 +210,7 @@ class Fast3R(nn.Module):
         output activations are always computed in float32. ``intermediates``, when a dict is passed, is
         filled with the tensors upstream's goldens record (encoder output, decoder layers, raw head maps).
         """
-        images, batch, image_size = self._check_views(views)
+        images, batch, _ = self._check_views(views)
         num_views = len(images)
         ids = self.resolve_image_ids(batch, num_views, image_idx_seed, sequential_image_ids, image_ids)
         if self.dtype != torch.float32:
@@ -194,26 +223,32 @@ class Fast3R(nn.Module):
             )
         else:
             amp = contextlib.nullcontext()
-        with amp:
-            raw_global, raw_local = self._network(
-                images, batch, image_size, ids, head_chunk_size, intermediates
-            )
+        stacked = images[0] if num_views == 1 else torch.cat(images, dim=0)  # view-major: v * B + b
+        del images
+        engine = self.engine
+        if engine is not None and intermediates is None and engine.serves(autocast_dtype):
+            raw_global, raw_local = engine.run(stacked, ids)
+        else:
+            with amp:
+                raw_global, raw_local = self.network(stacked, ids, head_chunk_size, intermediates)
         return self._activations(raw_global, raw_local, num_views, batch)
 
-    def _network(
+    def network(
         self,
-        images: list[torch.Tensor],
-        batch: int,
-        image_size: tuple[int, int],
+        stacked: torch.Tensor,
         ids: torch.Tensor,
-        head_chunk_size: int | None,
-        intermediates: dict[str, Any] | None,
+        head_chunk_size: int | None = None,
+        intermediates: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        num_views = len(images)
-        # Encoder: every view independently, all in one batch (view-major: index v * B + b).
-        stacked = images[0] if num_views == 1 else torch.cat(images, dim=0)
+        """The learned part: stacked views (N*B, 3, H, W), view-major, and image ids (B, N) -> raw head maps.
+
+        Tensors in, tensors out, and the view count read from the shapes, so the inference engines
+        (:mod:`showroom_ros.models.engines`) can trace it with a dynamic number of views.
+        """
+        batch, num_views = ids.shape[0], ids.shape[1]
+        image_size = (stacked.shape[-2], stacked.shape[-1])
+        # Encoder: every view independently, all in one batch.
         tokens, positions = self.encoder(stacked)
-        del stacked
         patches, width = tokens.shape[1], tokens.shape[2]
         encoder_out = tokens if intermediates is not None else None
         # Decoder input: (B, N*P, E), views concatenated in order.
@@ -316,12 +351,17 @@ class Fast3R(nn.Module):
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         local_files_only: bool | None = None,
+        engine: str = "torch",
+        engine_precision: str = "fp32",
+        engine_cache_dir: str | Path | None = None,
     ) -> Fast3R:
         """Load a checkpoint (HF repo id, directory, .safetensors, .pth/.ckpt), in eval mode.
 
         The config comes from ``config`` when given, else the checkpoint's ``config.json`` (or the one next
         to a single file, or the one ``save_pretrained`` embeds in the safetensors metadata), else the
-        ViT-L/512 release configuration. Raises FileNotFoundError when nothing is found and ValueError
+        ViT-L/512 release configuration. ``engine`` (auto|torch|compile|onnxruntime|openvino) and
+        ``engine_precision`` (fp32|bf16|int8) attach an inference engine (:meth:`use_engine`). Raises
+        FileNotFoundError when nothing is found and ValueError
         (CheckpointError) when the file's keys or shapes do not fit, listing them.
         """
         source = resolve_checkpoint(repo_id_or_path, revision, cache_dir, local_files_only)
@@ -336,7 +376,10 @@ class Fast3R(nn.Module):
         del state
         if dtype != torch.float32:
             model.set_compute_dtype(dtype)
-        return model.to(device=torch.device(device)).eval()
+        model = model.to(device=torch.device(device)).eval()
+        if engine != "torch":
+            model.use_engine(engine, engine_precision, engine_cache_dir)
+        return model
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` in the release's layout (712 tensors at ViT-L)."""

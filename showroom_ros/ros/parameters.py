@@ -112,6 +112,25 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         choices=("auto", "fp32", "bf16", "fp16"),
     ),
     Param(
+        "model_engine",
+        "torch",
+        "Inference engine of the learned network on CPU: torch (eager), auto (the fastest installed engine "
+        "within 1e-3 of eager fp32), compile, onnxruntime, openvino. Built at the first run of each image "
+        "size, cached on disk",
+        choices=("torch", "auto", "compile", "onnxruntime", "openvino"),
+    ),
+    Param(
+        "model_engine_precision",
+        "auto",
+        "auto (= the compute dtype), fp32, bf16, int8 (onnxruntime only; not gated: docs/fast3r.md)",
+        choices=("auto", "fp32", "bf16", "int8"),
+    ),
+    Param(
+        "model_engine_cache_dir",
+        "",
+        "Engine artefact cache; '' = $SHOWROOM_ENGINE_CACHE or ~/.cache/showroom_ros/engines",
+    ),
+    Param(
         "model_input_size",
         512,
         "Long side fed to the model: 512 (512x384, the release) or 256 (ShowRoom's 256x192)",

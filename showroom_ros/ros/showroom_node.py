@@ -137,6 +137,9 @@ class ShowroomNode(Node):
             "conf_percentile": p["model_conf_percentile"],
             "min_confidence": p["model_min_confidence"],
             "image_idx_seed": p["model_image_idx_seed"],
+            "engine": p["model_engine"],
+            "engine_precision": p["model_engine_precision"],
+            "engine_cache_dir": p["model_engine_cache_dir"],
         }
         self.backends = build_backends(
             BackendsConfig(
