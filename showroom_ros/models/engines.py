@@ -115,6 +115,8 @@ def check_engine(engine: str, precision: str) -> None:
         raise EngineError(f"unknown engine '{engine}': use one of {', '.join(ENGINES)}")
     if precision not in PRECISIONS:
         raise EngineError(f"unknown engine precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and engine == "auto":
+        raise EngineError("int8 is never chosen automatically: ask for engine 'onnxruntime' by name")
     if precision == "int8" and engine != "onnxruntime":
         raise EngineError("int8 is available only with engine 'onnxruntime' (dynamic quantisation)")
     if precision == "bf16" and engine == "onnxruntime":
