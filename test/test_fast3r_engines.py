@@ -299,3 +299,16 @@ def test_engine_reproduces_upstreams_golden_within_the_gate(shared_root, engine,
     for got, want in zip(outputs, golden["outputs"], strict=True):
         for key in ("pts3d_in_other_view", "pts3d_local"):
             assert float((got[key] - want[key]).abs().max()) <= 1e-3, key
+
+
+def test_student_with_half_width_heads_runs_on_an_engine(config, tmp_path):
+    """ShowRoom's student is a Fast3R with narrower DPT heads: the same export, the same gate."""
+    from showroom_ros.models import student_config
+
+    torch.manual_seed(3)
+    student = Fast3R(student_config(config)).eval()
+    eager = run(student, views(3))
+    student.use_engine("onnxruntime", "fp32", cache_dir=tmp_path)
+    assert largest_difference(run(student, views(3)), eager) < 1e-4
+    report = student.engine.reports[(HEIGHT, WIDTH)]
+    assert report.passed and report.built and not student.engine.failures
