@@ -28,6 +28,7 @@ from ros_harness import (
 pytestmark = [requires_ros, pytest.mark.ros]
 
 if ROS_AVAILABLE:
+    from showroom_ros.ros.input_node import events_executor_available
     from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
 else:  # collected (and skipped) without ROS
     SHOWROOM_PARAMETERS_FOR_REPLAY = {}
@@ -129,6 +130,9 @@ def test_node_reconstructs_replayed_keyframes_and_serves(client, processes, tmp_
     assert cloud.msg.header.frame_id == "map" and status.msg.frame_id == "map" and status.msg.metric
     assert status.msg.backend == "rgbd" and "fast3r" in status.msg.backend_reason, status.msg.backend_reason
     assert "fast3r model:" in node.log()
+    # input_executor: auto spins the camera inputs on the C++ EventsExecutor where rclpy has it.
+    expected_executor = "EventsExecutor" if events_executor_available() else "SingleThreadedExecutor"
+    assert f"camera inputs spun by {expected_executor}" in node.log()
     points, colors = cloud_to_points(cloud.msg)
     assert len(points) == status.msg.num_points
 
@@ -175,11 +179,21 @@ def test_node_reconstructs_from_compressed_transport(client, processes, tmp_path
     from showroom_ros.msg import ReconstructionStatus
 
     port = _free_port()
-    node = _showroom(processes, tmp_path, image_transport="compressed", autosave=False, viewer=True, viewer_port=port)
+    # The Python SingleThreadedExecutor path (Humble/Jazzy, or input_executor: single) end to end.
+    node = _showroom(
+        processes,
+        tmp_path,
+        image_transport="compressed",
+        autosave=False,
+        viewer=True,
+        viewer_port=port,
+        input_executor="single",
+    )
     status = Latest(client, ReconstructionStatus, "/showroom/status")
     assert spin_until(client, lambda: status.msg is not None, 30), node.log()
     _wait_for_points(client, node, status, _replay(processes, image_transport="compressed"))
     assert status.msg.num_triangles > 0 and status.msg.backend == "rgbd"
+    assert "camera inputs spun by SingleThreadedExecutor" in node.log()
     # viewer: true serves the viser page (its browser rendering is tested in test_viewer.py).
     assert f"web viewer at http://127.0.0.1:{port}" in node.log()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:

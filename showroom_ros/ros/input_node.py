@@ -7,6 +7,8 @@ samples in ``wait_for_ready_callbacks``; the node took 44 % of a core without ta
 SingleThreadedExecutor over just the input subscriptions and the collector's poll timer does the
 same work for about half (benchmarks/bench_node.py --only idle, docs/benchmarks.md), and the main
 node's multi-threaded executor (services that wait on the worker, status) is woken rarely.
+Where rclpy has it (Kilted and later), the C++ ``EventsExecutor`` halves that again: it dispatches each
+message from a C++ event queue instead of rebuilding a wait set in Python per message.
 
 Every callback registered here goes through the owner's guard, like the main node's.
 """
@@ -17,10 +19,36 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 Guard = Callable[[str, str, Callable], Callable]
+INPUT_EXECUTORS = ("auto", "events", "single")
+
+
+def events_executor_available() -> bool:
+    """Whether this rclpy ships the C++ EventsExecutor (rclpy.experimental, Kilted and later)."""
+    try:
+        from rclpy.experimental import EventsExecutor  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_input_executor(kind: str, context: Any) -> Executor:
+    """The executor for the camera inputs; ``events`` on an rclpy without it is a clear error."""
+    if kind not in INPUT_EXECUTORS:
+        raise ValueError(f"input_executor must be one of {INPUT_EXECUTORS}, got {kind!r}")
+    if kind == "events" or (kind == "auto" and events_executor_available()):
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError as error:
+            raise RuntimeError(
+                "input_executor: events needs rclpy's EventsExecutor (ROS 2 Kilted or later); "
+                "use auto or single on this distribution"
+            ) from error
+        return EventsExecutor(context=context)
+    return SingleThreadedExecutor(context=context)
 
 
 class InputNode(Node):
@@ -39,15 +67,22 @@ class InputNode(Node):
 
     def create_timer(self, timer_period_sec: float, callback: Callable, *args: Any, **kwargs: Any):
         name = getattr(callback, "__name__", "timer")
-        return super().create_timer(timer_period_sec, self._owner_guard("timer", name, callback), *args, **kwargs)
+
+        def tick(*_timer_info: Any) -> Any:
+            # The EventsExecutor passes a TimerInfo to every timer callback; the Python executors
+            # only to callbacks that annotate a parameter with it. Ours take none.
+            return callback()
+
+        return super().create_timer(timer_period_sec, self._owner_guard("timer", name, tick), *args, **kwargs)
 
 
 class InputSpinner:
     """Spins an :class:`InputNode` on a daemon thread until :meth:`stop` or the context shuts down."""
 
-    def __init__(self, node: InputNode) -> None:
+    def __init__(self, node: InputNode, executor: str = "auto") -> None:
         self.node = node
-        self._executor = SingleThreadedExecutor(context=node.context)
+        self._executor = make_input_executor(executor, node.context)
+        self.executor_name = type(self._executor).__name__
         self._executor.add_node(node)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="showroom-input", daemon=True)

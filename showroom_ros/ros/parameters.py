@@ -40,6 +40,13 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         choices=("best_effort", "reliable"),
     ),
     Param(
+        "input_executor",
+        "auto",
+        "Executor spinning the camera subscriptions: events (rclpy's C++ EventsExecutor, Kilted and later; "
+        "about half the idle CPU), single (SingleThreadedExecutor), auto (events where rclpy has it)",
+        choices=("auto", "events", "single"),
+    ),
+    Param(
         "pose_source",
         "tf",
         "Where camera poses come from: tf (map -> image frame_id), topic (pose_topics), none",

@@ -234,7 +234,12 @@ class ShowroomNode(Node):
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=self._service_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._guard_existing()
-        self._input_spinner = InputSpinner(self.input_node)
+        try:
+            self._input_spinner = InputSpinner(self.input_node, p["input_executor"])
+        except RuntimeError as error:
+            self.get_logger().warning(f"{error}; spinning the camera inputs with SingleThreadedExecutor")
+            self._input_spinner = InputSpinner(self.input_node, "single")
+        self.get_logger().info(f"camera inputs spun by {self._input_spinner.executor_name}")
         self._input_spinner.start()
         self.viewer = self._start_viewer() if p["viewer"] else None
         self._publish_status()
