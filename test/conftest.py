@@ -21,3 +21,25 @@ def shared_root() -> Path:
     if not SHARED_ROOT.is_dir():
         pytest.skip(f"shared material not found at {SHARED_ROOT}")
     return SHARED_ROOT
+
+
+# --- modules that run in a process of their own ----------------------------------------------------
+ISOLATED_MODULES = ("test_fast3r_engines.py",)
+"""Loaded in one process, ONNX Runtime, OpenVINO and inductor-compiled code beside everything the earlier
+modules loaded (Open3D, pycolmap, rclpy, the viewer) ended the pytest process with a kernel SIGSEGV
+(si_code SI_KERNEL, main thread, at a random point) when it next spawned a child. Not root-caused; the
+node loads one engine, never all three. In a full run these modules are deselected here and
+``test_isolated_modules.py`` runs each in a fresh interpreter; alone they run in-process."""
+ISOLATED_ENV = "SHOWROOM_TEST_ISOLATED"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import os
+
+    files = {item.path.name for item in items}
+    if os.environ.get(ISOLATED_ENV) == "1" or len(files) <= 1:
+        return
+    isolated = [item for item in items if item.path.name in ISOLATED_MODULES]
+    if isolated:
+        config.hook.pytest_deselected(items=isolated)
+        items[:] = [item for item in items if item.path.name not in ISOLATED_MODULES]

@@ -254,26 +254,3 @@ def test_ddp_two_gloo_processes_match_one_process(
     a, b = _csv(tmp_path / "single" / "metrics.csv"), _csv(tmp_path / "ddp" / "metrics.csv")
     for key in ("loss", "loss_rkd_distance", "loss_rkd_angle", "loss_dense"):
         assert [float(r[key]) for r in b] == pytest.approx([float(r[key]) for r in a], rel=1e-4)
-
-
-def test_teacher_on_an_inference_engine_gives_the_same_targets(
-    tmp_path: Path,
-    tiny_rooms: Path,  # noqa: F811
-    tiny_teacher: Path,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The frozen teacher may run on ONNX Runtime: batched targets equal the eager ones (float error only)."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    monkeypatch.setenv("SHOWROOM_ENGINE_CACHE", str(tmp_path / "engines"))
-    eager = _distiller(tiny_rooms, tiny_teacher, tmp_path / "eager")
-    on_engine = _distiller(tiny_rooms, tiny_teacher, tmp_path / "engine", model={"teacher_engine": "onnxruntime"})
-    assert on_engine.teacher.engine is not None and eager.teacher.engine is None
-    batch = collate_views([eager.train_set[(0, i)] for i in (0, 4, 8)])  # 3 rooms: a batch the probe never saw
-    expected, got = eager.teacher_outputs(batch), on_engine.teacher_outputs(batch)
-    assert on_engine.teacher.engine.reports  # the engine really ran (built on first use)
-    for e, g in zip(expected, got, strict=True):
-        for key in e:
-            assert float((e[key] - g[key]).abs().max()) < 1e-4, key
-    with pytest.raises(ConfigError, match=r"model\.teacher_engine"):
-        _distiller(tiny_rooms, tiny_teacher, tmp_path / "bad", model={"teacher_engine": "tensorrt"})

@@ -19,7 +19,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_distill_support import tiny_config, tiny_rooms, tiny_teacher  # noqa: E402, F401 (fixtures)
+
 from showroom_ros.backends import LearnedBackend, LearnedConfig, ModelHolder  # noqa: E402
+from showroom_ros.distillation.config import ConfigError, DistillConfig  # noqa: E402
+from showroom_ros.distillation.data import collate_views  # noqa: E402
+from showroom_ros.distillation.trainer import Distiller  # noqa: E402
 from showroom_ros.io.datasets import load_frame_folder  # noqa: E402
 from showroom_ros.models import Fast3R, Fast3RConfig  # noqa: E402
 from showroom_ros.models.engines import (  # noqa: E402
@@ -312,3 +317,30 @@ def test_student_with_half_width_heads_runs_on_an_engine(config, tmp_path):
     assert largest_difference(run(student, views(3)), eager) < 1e-4
     report = student.engine.reports[(HEIGHT, WIDTH)]
     assert report.passed and report.built and not student.engine.failures
+
+
+def _distiller(rooms: Path, teacher: Path, output: Path, **sections) -> Distiller:
+    return Distiller(DistillConfig.from_dict(tiny_config(rooms, teacher, output, **sections)))
+
+
+def test_teacher_on_an_inference_engine_gives_the_same_targets(
+    tmp_path: Path,
+    tiny_rooms: Path,  # noqa: F811
+    tiny_teacher: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The frozen teacher may run on ONNX Runtime: batched targets equal the eager ones (float error only)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("SHOWROOM_ENGINE_CACHE", str(tmp_path / "engines"))
+    eager = _distiller(tiny_rooms, tiny_teacher, tmp_path / "eager")
+    on_engine = _distiller(tiny_rooms, tiny_teacher, tmp_path / "engine", model={"teacher_engine": "onnxruntime"})
+    assert on_engine.teacher.engine is not None and eager.teacher.engine is None
+    batch = collate_views([eager.train_set[(0, i)] for i in (0, 4, 8)])  # 3 rooms: a batch the probe never saw
+    expected, got = eager.teacher_outputs(batch), on_engine.teacher_outputs(batch)
+    assert on_engine.teacher.engine.reports  # the engine really ran (built on first use)
+    for e, g in zip(expected, got, strict=True):
+        for key in e:
+            assert float((e[key] - g[key]).abs().max()) < 1e-4, key
+    with pytest.raises(ConfigError, match=r"model\.teacher_engine"):
+        _distiller(tiny_rooms, tiny_teacher, tmp_path / "bad", model={"teacher_engine": "tensorrt"})
