@@ -61,7 +61,7 @@ def bench_cloud_build(n: int = 300_000, repeats: int = 30) -> tuple[float, float
     return medians[0], medians[1]
 
 
-def bench_idle_cpu(seconds: float, workdir: Path) -> tuple[float, int]:
+def bench_idle_cpu(seconds: float, workdir: Path, input_executor: str = "auto") -> tuple[float, int]:
     env = ros_environment()
     params = {
         "image_topics": ["/bench/image"],
@@ -72,6 +72,7 @@ def bench_idle_cpu(seconds: float, workdir: Path) -> tuple[float, int]:
         "output_dir": str(workdir),
         "autosave": False,
         "model": "",  # no background model load (torch import) inside the measured window
+        "input_executor": input_executor,
     }
     node = NodeProcess("showroom_node", params, workdir, find_share_file("config", "showroom.yaml"), env=env)
     client = Node("bench_publisher")
@@ -176,7 +177,42 @@ def bench_publish(repeats: int = 20) -> dict[str, float]:
     return results
 
 
+def bench_cloud_parts(n: int = 300_000, repeats: int = 30) -> dict[str, float]:
+    """Median ms of each step of the serialized cloud: fill the records, whole CDR, publish finished bytes."""
+    from sensor_msgs.msg import PointCloud2
+
+    from showroom_ros.io.message_layout import CLOUD_DTYPE, cloud_cdr, cloud_records
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(n, 3)).astype(np.float32)
+    colors = rng.integers(0, 256, (n, 3), dtype=np.uint8)
+    records = np.empty(n, CLOUD_DTYPE)
+    publisher_node, listener = Node("bench_cloud_parts"), Node("bench_cloud_parts_listen")
+    cloud_pub = publisher_node.create_publisher(PointCloud2, "/bench/cloud_parts", 1)
+    listener.create_subscription(PointCloud2, "/bench/cloud_parts", lambda _: None, 1, raw=True)
+    data = cloud_cdr(points, colors, 0, 0, "map")
+
+    def median_ms(action) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            action()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times) * 1000
+
+    parts = {
+        "fill records": median_ms(lambda: cloud_records(points, colors, out=records)),
+        "cloud_cdr (records + header + bytes)": median_ms(lambda: cloud_cdr(points, colors, 0, 0, "map")),
+        "publish finished bytes": median_ms(lambda: cloud_pub.publish(data)),
+    }
+    publisher_node.destroy_node()
+    listener.destroy_node()
+    return parts
+
+
 def print_publish() -> None:
+    parts = bench_cloud_parts()
+    print("   300k-point cloud by step: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in parts.items()))
     r = bench_publish()
     print(
         f"4. publish, {int(r['triangles'])}-triangle MarkerArray built+published: {r['mesh serialized']:.1f} ms "
@@ -189,6 +225,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--only", choices=["publish", "idle"], help="run one section only")
+    parser.add_argument(
+        "--input-executor", default="auto", choices=["auto", "events", "single"], help="the node's input_executor"
+    )
     args = parser.parse_args()
     export_ros_environment()
     if args.only == "publish":
@@ -199,8 +238,11 @@ def main() -> None:
     if args.only == "idle":
         rclpy.init()
         with tempfile.TemporaryDirectory() as workdir:
-            cpu, _ = bench_idle_cpu(args.seconds, Path(workdir))
-        print(f"node CPU at 30 Hz 640x480 RGB-D (+ both CameraInfos) without keyframes: {cpu:.1f} % of one core")
+            cpu, _ = bench_idle_cpu(args.seconds, Path(workdir), args.input_executor)
+        print(
+            f"node CPU at 30 Hz 640x480 RGB-D (+ both CameraInfos) without keyframes, input_executor "
+            f"{args.input_executor}: {cpu:.1f} % of one core"
+        )
         print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
         rclpy.try_shutdown()
         return
@@ -211,7 +253,7 @@ def main() -> None:
     )
     rclpy.init()
     with tempfile.TemporaryDirectory() as workdir:
-        cpu, _ = bench_idle_cpu(args.seconds, Path(workdir))
+        cpu, _ = bench_idle_cpu(args.seconds, Path(workdir), args.input_executor)
     print(f"2. node CPU at 30 Hz 640x480 RGB-D (+ both CameraInfos) without keyframes: {cpu:.1f} % of one core")
     print_publish()
     rclpy.try_shutdown()

@@ -35,13 +35,9 @@ def cloud_records(points: np.ndarray, colors: np.ndarray, out: np.ndarray | None
     if points.ndim != 2 or points.shape[1] != 3 or colors.shape != points.shape:
         raise ValueError(f"points {points.shape} and colors {colors.shape} must both be (N, 3)")
     records = np.empty(len(points), dtype=CLOUD_DTYPE) if out is None else out
-    # Two strided copies into the 16-byte records, no temporaries: xyz as floats, and the colour as
-    # the little-endian bytes of 0x00RRGGBB (B, G, R, 0).
-    as_floats = records.view(np.float32).reshape(-1, 4)
-    as_floats[:, :3] = points
-    as_bytes = records.view(np.uint8).reshape(-1, 16)
-    as_bytes[:, 12:15] = colors[:, ::-1]
-    as_bytes[:, 15] = 0
+    records["x"], records["y"], records["z"] = points[:, 0], points[:, 1], points[:, 2]
+    packed = (colors[:, 0].astype(np.uint32) << 16) | (colors[:, 1].astype(np.uint32) << 8) | colors[:, 2]
+    records["rgb"] = packed.view(np.float32)
     return records
 
 
