@@ -324,7 +324,8 @@ def test_serialized_cloud_matches_the_message_class_for_generated_clouds():
     for seed in range(40):
         rng = np.random.default_rng(seed)
         count = int(rng.choice([0, 1, 2, 3, 5, 17, int(rng.integers(0, 5000))]))
-        points = (rng.normal(size=(count, 3)) * 10 ** rng.uniform(-3, 3)).astype(np.float32)
+        # float64 too: the node publishes reconstructions' float64 points through the serialized path.
+        points = (rng.normal(size=(count, 3)) * 10 ** rng.uniform(-3, 3)).astype([np.float32, np.float64][seed % 2])
         colors = rng.integers(0, 256, (count, 3), dtype=np.uint8)
         frame = ["", "map", "x" * int(rng.integers(0, 9)), "\u00e9t\u00e9"][seed % 4]
         stamp = Time(sec=int(rng.integers(0, 2**31)), nanosec=int(rng.integers(0, 10**9)))

@@ -90,7 +90,7 @@ class MapOutputs:
                 self.mesh_pub.publish(conv.chunk_update_to_markers_serialized(chunks, header))
         if surface is not None:
             points, colors = surface
-            self.cloud_pub.publish(conv.points_to_cloud(points, colors, header))
+            self.cloud_pub.publish(conv.points_to_cloud_serialized(points, colors, header))
         if occupancy is not None:
             self.occupancy_pub.publish(conv.occupancy_to_msg(occupancy, header))
 

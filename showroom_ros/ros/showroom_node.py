@@ -808,13 +808,13 @@ class ShowroomNode(Node):
             return
         self.get_logger().info(f"map: {self.map.last_report.summary()}")
         header = Header(frame_id=merged.frame_id, stamp=self.get_clock().now().to_msg())
-        self.map_pub.publish(conv.points_to_cloud(merged.points, merged.colors, header))
+        self.map_pub.publish(conv.points_to_cloud_serialized(merged.points, merged.colors, header))
 
     def _publish_result(self, result: Reconstruction, keyframes: list) -> None:
         if self.viewer is not None:
             self.viewer.show(result, keyframe_images=[k.image for k in keyframes])
         header = Header(frame_id=result.frame_id, stamp=self.get_clock().now().to_msg())
-        self.cloud_pub.publish(conv.points_to_cloud(result.points, result.colors, header))
+        self.cloud_pub.publish(conv.points_to_cloud_serialized(result.points, result.colors, header))
         self.keyframes_pub.publish(conv.poses_to_pose_array(result.camera_poses, header))
         if self._tf_broadcaster is not None:
             self._tf_broadcaster.sendTransform(
@@ -865,7 +865,7 @@ class ShowroomNode(Node):
             self._message = "reset: keyframe buffer and last reconstruction cleared (the map is kept: ~/clear_map)"
         header = Header(frame_id=self.map_frame, stamp=self.get_clock().now().to_msg())
         empty = np.zeros((0, 3))
-        self.cloud_pub.publish(conv.points_to_cloud(empty, empty.astype(np.uint8), header))
+        self.cloud_pub.publish(conv.points_to_cloud_serialized(empty, empty.astype(np.uint8), header))
         self.keyframes_pub.publish(PoseArray(header=header))
         self.mesh_pub.publish(conv.mesh_to_markers_serialized(None, header))
         if self.viewer is not None:
