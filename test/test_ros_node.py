@@ -212,6 +212,7 @@ def _free_port() -> int:
         ({"depth_topics": ["/a", "/b"]}, "depth_topics has 2 entries but image_topics has 1"),
         ({"max_keyframes": 99}, "max_keyframes out of range"),
         ({"backend": "nerf"}, "parameter 'backend' must be one of"),
+        ({"input_executor": "multi"}, "parameter 'input_executor' must be one of"),
     ],
 )
 def test_bad_configuration_exits_with_a_clear_message(processes, tmp_path, override, message):
