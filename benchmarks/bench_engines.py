@@ -50,10 +50,18 @@ def one_run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     engine, precision = args.one.split(":")
     views = preprocess_images([str(p) for p in PHOTOS[: args.views]], size=args.size)
+    # "torch:bf16" stores the weights in bf16 (model_dtype bf16 on a GPU); "torch-autocast:bf16" keeps them
+    # fp32 and autocasts per op, as the node runs bf16 on a CPU and as the bf16 engines start from.
     dtype = torch.bfloat16 if (engine == "torch" and precision == "bf16") else torch.float32
-    model = build_model("teacher", dtype, torch.device("cpu"), None)
-    result: dict = {"engine": engine, "precision": precision, "size": args.size, "executed": precision}
-    if engine != "torch":
+    model = build_model(args.model, dtype, torch.device("cpu"), None)
+    result: dict = {
+        "model": args.model,
+        "engine": engine,
+        "precision": precision,
+        "size": args.size,
+        "executed": precision,
+    }
+    if engine not in ("torch", "torch-autocast"):
         network_engine = model.use_engine(engine, precision, cache_dir=args.cache, tolerance=float("inf"))
         started = time.perf_counter()
         network_engine.prepare(tuple(views[0]["img"].shape[-2:]))
@@ -98,6 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="256", help="long sides, comma separated: 256 (256x192), 512 (512x384)")
     parser.add_argument("--runs", default=DEFAULT_RUNS, help="engine:precision pairs, comma separated")
+    parser.add_argument(
+        "--model", default="teacher", choices=["teacher", "student"], help="release config, or its half-width student"
+    )
     parser.add_argument("--views", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
@@ -115,13 +126,13 @@ def main() -> None:
     cache = args.cache or tempfile.mkdtemp(prefix="showroom-engines-")
     Path(cache).mkdir(parents=True, exist_ok=True)
     print(
-        f"load average {Path('/proc/loadavg').read_text().split()[:3]}; {args.views} views, {args.threads} "
-        f"threads, torch {torch.__version__}; cache {cache}",
+        f"load average {Path('/proc/loadavg').read_text().split()[:3]}; {args.model}, {args.views} views, "
+        f"{args.threads} threads, torch {torch.__version__}; cache {cache}",
         flush=True,
     )
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        reference = Path(cache) / f"reference-{size}.pt"
+        reference = Path(cache) / f"reference-{args.model}-{size}.pt"
         eager: dict[str, float] = {}
         for run in args.runs.split(","):
             command = [
@@ -134,6 +145,8 @@ def main() -> None:
                 str(size),
                 "--reference",
                 str(reference),
+                "--model",
+                args.model,
                 "--views",
                 str(args.views),
                 "--threads",
@@ -155,7 +168,7 @@ def main() -> None:
                 continue
             result = json.loads(lines[-1][len("RESULT ") :])
             result["wall_s"] = time.perf_counter() - started
-            if result["engine"] == "torch":
+            if result["engine"] in ("torch", "torch-autocast"):
                 eager[result["precision"]] = result["seconds"]
             baseline = eager.get("bf16" if result["precision"] == "bf16" else "fp32")
             result["ratio"] = result["seconds"] / baseline if baseline else float("nan")
