@@ -23,6 +23,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,16 @@ from showroom_ros.ros.processes import NodeProcess, export_ros_environment, find
 REPO = Path(__file__).resolve().parents[1]
 
 
+def median_ms(action: Callable[[], object], count: int) -> float:
+    """Median wall time of ``count`` calls of ``action``, in ms."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
 def bench_cloud_build(n: int = 300_000, repeats: int = 30, serialized: bool = True) -> tuple[float, float]:
     """Median ms of the first ``repeats`` builds in a fresh process, then of ``repeats`` more.
 
@@ -55,15 +66,8 @@ def bench_cloud_build(n: int = 300_000, repeats: int = 30, serialized: bool = Tr
     colors = rng.integers(0, 256, (n, 3), dtype=np.uint8)
     header = Header(frame_id="map")
     build = conv.points_to_cloud_serialized if serialized else conv.points_to_cloud
-    medians = []
-    for _ in range(2):
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            build(points, colors, header)
-            times.append(time.perf_counter() - started)
-        medians.append(statistics.median(times) * 1000)
-    return medians[0], medians[1]
+    cold = median_ms(lambda: build(points, colors, header), repeats)
+    return cold, median_ms(lambda: build(points, colors, header), repeats)
 
 
 def bench_idle_cpu(seconds: float, workdir: Path, input_executor: str = "auto") -> tuple[float, int]:
@@ -160,14 +164,6 @@ def bench_publish(repeats: int = 20) -> dict[str, float]:
     listener.create_subscription(PointCloud2, "/bench/cloud", lambda _: None, 1, raw=True)
     header = Header(frame_id="map")
 
-    def median_ms(action, count: int) -> float:
-        times = []
-        for _ in range(count):
-            started = time.perf_counter()
-            action()
-            times.append(time.perf_counter() - started)
-        return statistics.median(times) * 1000
-
     results = {
         "mesh serialized": median_ms(lambda: mesh_pub.publish(conv.mesh_to_markers_serialized(mesh, header)), repeats),
         "cloud serialized": median_ms(
@@ -197,18 +193,10 @@ def bench_cloud_parts(n: int = 300_000, repeats: int = 30) -> dict[str, float]:
     listener.create_subscription(PointCloud2, "/bench/cloud_parts", lambda _: None, 1, raw=True)
     data = cloud_cdr(points, colors, 0, 0, "map")
 
-    def median_ms(action) -> float:
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            action()
-            times.append(time.perf_counter() - started)
-        return statistics.median(times) * 1000
-
     parts = {
-        "fill records": median_ms(lambda: cloud_records(points, colors, out=records)),
-        "cloud_cdr (records + header + bytes)": median_ms(lambda: cloud_cdr(points, colors, 0, 0, "map")),
-        "publish finished bytes": median_ms(lambda: cloud_pub.publish(data)),
+        "fill records": median_ms(lambda: cloud_records(points, colors, out=records), repeats),
+        "cloud_cdr (records + header + bytes)": median_ms(lambda: cloud_cdr(points, colors, 0, 0, "map"), repeats),
+        "publish finished bytes": median_ms(lambda: cloud_pub.publish(data), repeats),
     }
     publisher_node.destroy_node()
     listener.destroy_node()

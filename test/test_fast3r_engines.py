@@ -9,6 +9,7 @@ learned backend still reconstructing when a named engine is refused.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -246,6 +247,12 @@ def test_engine_names_agree_with_the_backend_and_node_spelling():
     declared = {p.name: p for p in SHOWROOM_PARAMETERS}
     assert set(declared["model_engine"].choices) == set(ENGINES)
     assert set(declared["model_engine_precision"].choices) == {"auto", *PRECISIONS}
+    from showroom_ros.apps.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = {a.dest: a for a in commands.choices["reconstruct"]._actions}
+    assert set(options["engine"].choices) == set(ENGINES)
+    assert set(options["engine_precision"].choices) == {"auto", *PRECISIONS}
 
 
 def test_learned_backend_reconstructs_on_an_engine_and_notes_a_refused_one(config, tmp_path, repo_root):

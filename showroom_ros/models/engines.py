@@ -382,13 +382,7 @@ class NetworkEngine:
     # -- use
     def serves(self, autocast_dtype: torch.dtype | None) -> bool:
         """Whether a forward asked for in ``autocast_dtype`` is this engine's to run."""
-        wanted = (
-            "bf16"
-            if autocast_dtype == torch.bfloat16
-            else "fp32"
-            if autocast_dtype in (None, torch.float32)
-            else "other"
-        )
+        wanted = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16"}.get(autocast_dtype, "other")
         return wanted == self.precision or (wanted == "fp32" and self.precision == "int8")
 
     def run(self, images: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -22,31 +22,30 @@ from typing import Any
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
+try:  # rclpy.experimental exists from Kilted on
+    from rclpy.experimental import EventsExecutor
+except ImportError:
+    EventsExecutor = None
+
 Guard = Callable[[str, str, Callable], Callable]
 INPUT_EXECUTORS = ("auto", "events", "single")
 
 
 def events_executor_available() -> bool:
     """Whether this rclpy ships the C++ EventsExecutor (rclpy.experimental, Kilted and later)."""
-    try:
-        from rclpy.experimental import EventsExecutor  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return EventsExecutor is not None
 
 
 def make_input_executor(kind: str, context: Any) -> Executor:
     """The executor for the camera inputs; ``events`` on an rclpy without it is a clear error."""
     if kind not in INPUT_EXECUTORS:
         raise ValueError(f"input_executor must be one of {INPUT_EXECUTORS}, got {kind!r}")
-    if kind == "events" or (kind == "auto" and events_executor_available()):
-        try:
-            from rclpy.experimental import EventsExecutor
-        except ImportError as error:
-            raise RuntimeError(
-                "input_executor: events needs rclpy's EventsExecutor (ROS 2 Kilted or later); "
-                "use auto or single on this distribution"
-            ) from error
+    if kind == "events" and EventsExecutor is None:
+        raise RuntimeError(
+            "input_executor: events needs rclpy's EventsExecutor (ROS 2 Kilted or later); "
+            "use auto or single on this distribution"
+        )
+    if kind != "single" and EventsExecutor is not None:
         return EventsExecutor(context=context)
     return SingleThreadedExecutor(context=context)
 

@@ -9,6 +9,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 
 from showroom_ros.io.message_layout import DISPLAY_MAX_TRIANGLES
+from showroom_ros.ros.input_node import INPUT_EXECUTORS
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         "auto",
         "Executor spinning the camera subscriptions: events (rclpy's C++ EventsExecutor, Kilted and later; "
         "about half the idle CPU), single (SingleThreadedExecutor), auto (events where rclpy has it)",
-        choices=("auto", "events", "single"),
+        choices=INPUT_EXECUTORS,
     ),
     Param(
         "pose_source",
