@@ -10,6 +10,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_ROOT = REPO_ROOT.parent / "shared"
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Free space where the tests write: a full disk shows up as odd failures deep inside a test."""
+    import shutil
+    import tempfile
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    return f"free space in {tempfile.gettempdir()}: {free / 1e9:.1f} GB (a full run writes ~0.7 GB)"
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

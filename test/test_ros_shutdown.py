@@ -217,14 +217,23 @@ def test_rgbd_backend_loads_no_model(tmp_path):
 def test_stop_while_reconstructing(tmp_path, name):
     """COLMAP (backend sfm) keeps the worker busy for seconds, and its lazy import of pycolmap in that
     thread is what installed glog's SIGTERM stack dump (defect 6)."""
-    session = Session(tmp_path, _replay_params(backend="sfm", autosave=True))
+    scratch = tmp_path / "tmp"  # the node's temporary folder: COLMAP's scratch goes here
+    scratch.mkdir()
+    env = {**ros_environment(), "TMPDIR": str(scratch)}
+    session = Session(tmp_path, _replay_params(backend="sfm", autosave=True), env=env)
     try:
         session.start_replay()
         session.wait_for(lambda s: s.state == "reconstructing", 120, "started reconstructing")
         time.sleep(0.5)  # past the backend choice: pycolmap is imported and COLMAP is running
         session.wait_for(lambda s: s.state == "reconstructing", 5, "kept reconstructing")
+        assert list(scratch.glob("showroom_sfm_*")), "COLMAP's scratch folder is not where TMPDIR says"
         assert_clean_stop(*session.stop_with(SIGNALS[name]), state=f"reconstructing, {name}")
         assert_no_partial_files(session.output_dir)
+        # The abandoned COLMAP run's folder is removed once the process has ended, not left in /tmp.
+        deadline = time.monotonic() + 5.0
+        while list(scratch.glob("showroom_sfm_*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not list(scratch.glob("showroom_sfm_*")), "COLMAP's scratch folder left behind after the stop"
     finally:
         session.close()
 

@@ -19,7 +19,6 @@ COLMAP works on files, so the keyframes are written to a temporary folder that i
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import numpy as np
 
 from showroom_ros.capture.keyframes import Keyframe
 from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.io.scratch import scratch_directory
 from showroom_ros.reconstruction.pipeline import ProgressCallback, ReconstructionError
 from showroom_ros.reconstruction.registration import RegistrationReport, register_to_keyframes
 from showroom_ros.reconstruction.result import Reconstruction
@@ -329,8 +329,7 @@ def run_colmap(keyframes: Sequence[Keyframe], config: SfMConfig, progress: Progr
     use_poses = config.use_known_poses and known_intrinsics and all(k.pose is not None for k in keyframes)
     names = [f"keyframe_{index:03d}.png" for index in range(len(keyframes))]
     pycolmap.set_random_seed(config.seed)
-    with tempfile.TemporaryDirectory(prefix="showroom_sfm_") as folder, _colmap_log_level(config.quiet):
-        root = Path(folder)
+    with scratch_directory("showroom_sfm_") as root, _colmap_log_level(config.quiet):
         images = root / "images"
         images.mkdir()
         database = root / "database.db"

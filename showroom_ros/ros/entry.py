@@ -28,6 +28,7 @@ from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedEx
 from rclpy.node import Node
 
 from showroom_ros.io.export import close_temporaries_for_exit
+from showroom_ros.io.scratch import hand_scratch_to_cleaner
 
 #: Native modules that install process-wide signal handlers when first imported (pycolmap: glog's
 #: failure handler, which prints a stack dump on SIGTERM). Imported up front, in the main thread.
@@ -218,6 +219,8 @@ def run_node(
             # The process is ending: a save thread about to be abandoned may create no new temporary
             # after this, so the node's clean-up below cannot miss one (io/export.py).
             close_temporaries_for_exit()
+            # A COLMAP run abandoned below still uses its scratch folder: removed once this process ends.
+            hand_scratch_to_cleaner()
             if isinstance(executor, MultiThreadedExecutor):
                 executor.shutdown(timeout_sec=0, wait_for_threads=False)
             else:
