@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from showroom_ros.io.scratch import remove_orphaned_scratch, scratch_directory, scratch_in_use
+from showroom_ros.io.scratch import LOCK_NAME, remove_orphaned_scratch, scratch_directory, scratch_in_use
 
 PREFIX = "showroom_test_"
 
@@ -49,23 +49,27 @@ def test_the_folder_exists_inside_the_with_and_is_gone_after_an_error(temporary_
     assert scratch_in_use() == []
 
 
-def test_folders_of_ended_processes_are_removed_and_live_ones_kept(temporary_folder):
-    dead = temporary_folder / f"{PREFIX}{_dead_pid()}_abc"
+def test_unlocked_folders_are_removed_and_locked_or_foreign_ones_kept(temporary_folder):
+    import fcntl
+
+    dead = temporary_folder / f"{PREFIX}{_dead_pid()}_abc"  # its owner ended: the lock file is free
     (dead / "images").mkdir(parents=True)
+    (dead / LOCK_NAME).touch()
     (dead / "images" / "keyframe_000.png").write_bytes(b"png")
-    alive = temporary_folder / f"{PREFIX}{os.getppid()}_def"  # the parent runs: not an orphan
-    alive.mkdir()
-    mine = temporary_folder / f"{PREFIX}{os.getpid()}_ghi"  # this process may still use it
-    mine.mkdir()
-    other = temporary_folder / f"{PREFIX}notapid"  # not ours by name: never touched
-    other.mkdir()
-    stray_file = temporary_folder / f"{PREFIX}{_dead_pid()}_file"
+    held = temporary_folder / f"{PREFIX}{_dead_pid()}_def"  # the name says nothing: the lock decides
+    held.mkdir()
+    (held / LOCK_NAME).touch()
+    foreign = temporary_folder / f"{PREFIX}notours"  # no lock file: not made by scratch_directory
+    foreign.mkdir()
+    stray_file = temporary_folder / f"{PREFIX}file"
     stray_file.write_text("a file, not a folder")
-    with scratch_directory(PREFIX) as path:
-        assert not dead.exists()
-        assert alive.is_dir() and mine.is_dir() and other.is_dir() and stray_file.is_file()
-        assert path.is_dir()
-    assert remove_orphaned_scratch(PREFIX, temporary_folder) == []
+    with open(held / LOCK_NAME) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with scratch_directory(PREFIX) as path, scratch_directory(PREFIX) as second:
+            assert not dead.exists()
+            assert held.is_dir() and foreign.is_dir() and stray_file.is_file()
+            assert path.is_dir() and second.is_dir(), "one use of scratch removed another one still in use"
+    assert remove_orphaned_scratch(PREFIX, temporary_folder) == [held]
 
 
 def _child_holding_scratch(ending: str) -> str:
