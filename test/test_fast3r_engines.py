@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +137,37 @@ def test_cache_is_reused_only_while_its_key_and_files_are_intact(config, tmp_pat
     assert not list(tmp_path.glob(".*building*"))  # no staging folder left behind
 
 
+def test_cache_keeps_to_its_size_limit_but_never_removes_what_is_in_use(config, tmp_path):
+    """A 2 GB entry nobody loaded for a day and a build abandoned by a dead process are removed before
+    the build; entries this process uses stay, even above the limit (models/engine_cache.py)."""
+    old = tmp_path / "openvino-fp32-512x384-0123456789abcdef0123"
+    old.mkdir()
+    (old / "meta.json").write_text("{}")
+    with open(old / "network.bin", "wb") as weights:
+        weights.truncate(2 * 10**9)  # sparse: counted by size, holds no disk
+    day_ago = time.time() - 86400
+    os.utime(old / "meta.json", (day_ago, day_ago))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp_path / f".onnxruntime-fp32-64x48-x.building-{dead.pid}"
+    abandoned.mkdir()
+
+    first = tiny_model(config).use_engine("onnxruntime", "fp32", cache_dir=tmp_path, cache_max_bytes=10**9)
+    first.prepare((HEIGHT, WIDTH))
+    assert not old.exists() and not abandoned.exists()
+    (kept,) = tmp_path.glob("onnxruntime-fp32-*")
+    entry_bytes = sum(p.stat().st_size for p in kept.rglob("*") if p.is_file())
+
+    # Room for one entry only: the second model's build would push the first one out, but it is in use.
+    second_model = tiny_model(config, seed=7)
+    second = second_model.use_engine("onnxruntime", "fp32", cache_dir=tmp_path, cache_max_bytes=entry_bytes + 1)
+    second.prepare((HEIGHT, WIDTH))
+    assert kept.is_dir() and len(list(tmp_path.glob("onnxruntime-fp32-*"))) == 2
+    assert largest_difference(run(second_model, views(3)), run(tiny_model(config, seed=7), views(3))) < 1e-4
+    with pytest.raises(EngineError, match="cache_max_bytes"):
+        tiny_model(config).use_engine("onnxruntime", "fp32", cache_dir=tmp_path, cache_max_bytes=-1)
+
+
 def test_gate_refuses_an_engine_outside_the_tolerance_and_the_model_stays_exact(config, tmp_path):
     model = tiny_model(config)
     eager = run(model, views(3))
@@ -247,6 +280,7 @@ def test_engine_names_agree_with_the_backend_and_node_spelling():
     declared = {p.name: p for p in SHOWROOM_PARAMETERS}
     assert set(declared["model_engine"].choices) == set(ENGINES)
     assert set(declared["model_engine_precision"].choices) == {"auto", *PRECISIONS}
+    assert declared["model_engine_cache_max_gb"].default == LearnedConfig().engine_cache_max_gb
     from showroom_ros.apps.cli import build_parser
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
@@ -295,6 +329,9 @@ def test_learned_backend_reconstructs_on_an_engine_and_notes_a_refused_one(confi
         LearnedConfig(engine="openvino", engine_precision="int8")
     with pytest.raises(ValueError, match="unknown model engine"):
         LearnedConfig(engine="tensorrt")
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="engine_cache_max_gb"):
+            LearnedConfig(engine_cache_max_gb=bad)
 
 
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])

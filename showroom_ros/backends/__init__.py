@@ -68,6 +68,7 @@ def build_backends(
             engine=learned.engine,
             engine_precision=learned.engine_precision,
             engine_cache_dir=learned.engine_cache_dir,
+            engine_cache_max_gb=learned.engine_cache_max_gb,
         )
         if backend not in MODEL_USERS[name]:
             holder.skip(f"not loaded: backend '{backend}' does not use it")

@@ -160,9 +160,11 @@ class ModelHolder:
         engine: str = "torch",
         engine_precision: str = "auto",
         engine_cache_dir: str = "",
+        engine_cache_max_gb: float | None = None,
     ) -> None:
         self.source = str(source).strip() if source else ""
         self.engine, self.engine_precision, self.engine_cache_dir = engine, engine_precision, engine_cache_dir
+        self.engine_cache_max_gb = engine_cache_max_gb
         self.requested_device = device
         self.requested_dtype = dtype
         self.student = student
@@ -282,7 +284,8 @@ class ModelHolder:
                 return "; engine: eager torch (the inference engines are for CPU)"
             raise ValueError(f"model_engine '{self.engine}' runs on CPU, but the model is on {device}")
         precision = compute if self.engine_precision == "auto" else self.engine_precision
-        engine = model.use_engine(self.engine, precision, self.engine_cache_dir or None)
+        limit = None if self.engine_cache_max_gb is None else int(self.engine_cache_max_gb * 1e9)
+        engine = model.use_engine(self.engine, precision, self.engine_cache_dir or None, cache_max_bytes=limit)
         where = engine.cache_dir if engine is not None else "-"
         return f"; engine {self.engine} {precision} (built at the first run of each image size, cached in {where})"
 
@@ -328,6 +331,7 @@ class LearnedConfig:
     engine: str = "torch"
     engine_precision: str = "auto"
     engine_cache_dir: str = ""
+    engine_cache_max_gb: float = 20.0  # the cache's least recently used artefacts go beyond this; 0: no limit
 
     def __post_init__(self) -> None:
         if (
@@ -351,6 +355,8 @@ class LearnedConfig:
             )
         if self.engine_precision == "int8" and self.engine != "onnxruntime":
             raise ValueError("engine precision int8 needs model_engine 'onnxruntime' (it is never chosen by auto)")
+        if not 0 <= self.engine_cache_max_gb < float("inf"):
+            raise ValueError(f"engine_cache_max_gb must be >= 0 GB (0: no limit), got {self.engine_cache_max_gb}")
         if not (self.voxel_size > 0 and self.relative_voxel_size > 0):
             raise ValueError("voxel_size and relative_voxel_size must be > 0")
         if self.depth_pixel_stride < 1:

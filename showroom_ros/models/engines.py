@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from showroom_ros.models.dpt_head import pointmap_activation
+from showroom_ros.models.engine_cache import default_max_bytes, mark_used, trim_cache
 
 if TYPE_CHECKING:
     from showroom_ros.models.fast3r import Fast3R
@@ -350,6 +351,7 @@ class NetworkEngine:
         cache_dir: str | Path | None = None,
         tolerance: float = DEFAULT_TOLERANCE,
         candidates: tuple[str, ...] = AUTO_CANDIDATES,
+        cache_max_bytes: int | None = None,
     ) -> None:
         check_engine(engine, precision if engine != "auto" else "fp32")
         if engine == "auto" and precision == "int8":
@@ -365,6 +367,10 @@ class NetworkEngine:
         self.precision = precision
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.tolerance = float(tolerance)
+        # Least recently used entries beyond this are removed after each build (engine_cache.py); 0: no limit.
+        self.cache_max_bytes = default_max_bytes() if cache_max_bytes is None else int(cache_max_bytes)
+        if self.cache_max_bytes < 0:
+            raise EngineError(f"cache_max_bytes must be >= 0 (0: no limit), got {cache_max_bytes}")
         self.candidates = tuple(candidates)  # auto's order; every name must be a real engine
         for name in self.candidates:
             check_engine(name, "fp32")
@@ -496,6 +502,9 @@ class NetworkEngine:
             "config": self.model.config.to_dict(),
         }
 
+    def _weights_bytes(self) -> int:
+        return sum(p.numel() * 4 for p in self.model.parameters())
+
     def _prepare_one(self, engine: str, size: tuple[int, int]) -> tuple[Runner, EngineReport]:
         key = self.cache_key(engine, size)
         name = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -509,6 +518,7 @@ class NetworkEngine:
             except Exception as error:  # a damaged artefact is rebuilt, not trusted
                 LOG.warning("engine cache %s unusable (%s): rebuilding", directory, error)
             else:
+                mark_used(directory)
                 report = self._report(engine, size, directory, runner, False, started, float(meta["max_abs_diff"]))
                 return runner, report
         elif meta is not None:
@@ -520,6 +530,9 @@ class NetworkEngine:
         self, engine: str, graph: NetworkGraph, directory: Path, key: dict[str, Any], size: tuple[int, int]
     ) -> tuple[Runner, float]:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if self.cache_max_bytes:  # make room first: the export and OpenVINO's blob each hold the weights
+            room_for_others = self.cache_max_bytes - 2 * self._weights_bytes()
+            trim_cache(self.cache_dir, max(room_for_others, 1))
         staging = self.cache_dir / f".{directory.name}.building-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -538,6 +551,8 @@ class NetworkEngine:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        mark_used(directory)
+        trim_cache(self.cache_dir, self.cache_max_bytes)
         if engine == "openvino":  # its runner compiles per shape from files: point it at the final folder
             runner = _LOADERS[engine](graph, directory, self.precision)
         return runner, difference  # an ONNX Runtime session or a compiled graph holds its data in memory

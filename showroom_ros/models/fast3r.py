@@ -93,13 +93,15 @@ class Fast3R(nn.Module):
         precision: str = "fp32",
         cache_dir: str | Path | None = None,
         tolerance: float | None = None,
+        cache_max_bytes: int | None = None,
     ) -> NetworkEngine | None:
         """Run the network on an inference engine from now on (``torch`` detaches any engine).
 
         Artefacts are built lazily, per image size, at the first forward of that size (or by
         ``self.engine.prepare((H, W))``), cached under ``cache_dir`` and checked against eager fp32 torch
-        (see :mod:`showroom_ros.models.engines`). Forwards asking for intermediates, or in a dtype the
-        engine was not built for, stay eager.
+        (see :mod:`showroom_ros.models.engines`), which keeps to ``cache_max_bytes`` by removing the least
+        recently used artefacts (None: ``$SHOWROOM_ENGINE_CACHE_MAX_GB`` or 20 GB; 0: no limit). Forwards
+        asking for intermediates, or in a dtype the engine was not built for, stay eager.
         """
         from showroom_ros.models.engines import DEFAULT_TOLERANCE, NetworkEngine, check_engine
 
@@ -108,7 +110,12 @@ class Fast3R(nn.Module):
             self.engine = None
             return None
         self.engine = NetworkEngine(
-            self, engine, precision, cache_dir, DEFAULT_TOLERANCE if tolerance is None else tolerance
+            self,
+            engine,
+            precision,
+            cache_dir,
+            DEFAULT_TOLERANCE if tolerance is None else tolerance,
+            cache_max_bytes=cache_max_bytes,
         )
         return self.engine
 

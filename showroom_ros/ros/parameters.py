@@ -139,6 +139,13 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         "Engine artefact cache; '' = $SHOWROOM_ENGINE_CACHE or ~/.cache/showroom_ros/engines",
     ),
     Param(
+        "model_engine_cache_max_gb",
+        20.0,
+        "Engine cache size limit: the least recently used artefacts (1.2-2.6 GB each at ViT-L) are removed "
+        "beyond it; 0 = no limit",
+        range=(0.0, 10000.0),
+    ),
+    Param(
         "model_input_size",
         512,
         "Long side fed to the model: 512 (512x384, the release) or 256 (ShowRoom's 256x192)",

@@ -140,6 +140,7 @@ class ShowroomNode(Node):
             "engine": p["model_engine"],
             "engine_precision": p["model_engine_precision"],
             "engine_cache_dir": p["model_engine_cache_dir"],
+            "engine_cache_max_gb": p["model_engine_cache_max_gb"],
         }
         self.backends = build_backends(
             BackendsConfig(
