@@ -106,3 +106,62 @@ def test_generate_views_service(tmp_path):
             replay.stop()
         node.stop()
         client.destroy_node()
+
+
+def test_generation_queues_behind_continuous_windows_and_only_one_at_a_time(tmp_path):
+    """A moving robot (continuous windows from a looping replay) still gets its views: the request waits
+    behind the running window instead of being refused, a second request while the first waits is
+    refused with a reason, and windows go on after the generation."""
+    from rclpy.node import Node
+
+    from showroom_ros.msg import ReconstructionStatus
+    from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
+    from showroom_ros.srv import GenerateViews
+
+    ros_init_for_tests()
+    client = Node("showroom_generate_queue_test")
+    params = {
+        **SHOWROOM_PARAMETERS_FOR_REPLAY,
+        "output_dir": str(tmp_path / "out"),
+        "autosave": False,
+        "generation_backend": "opencv",
+        "backend": "rgbd",
+        "min_keyframes": 3,
+        "max_keyframes": 3,
+        "continuous": True,
+    }
+    node = NodeProcess("showroom_node", params, tmp_path, REPO_ROOT / "config" / "showroom.yaml")
+    replay = NodeProcess(
+        "showroom_replay", {"folder": str(REPO_ROOT / "data" / "redkitchen"), "loop": True, "repeat_each": 2}, tmp_path
+    )
+    try:
+        statuses: list = []
+        client.create_subscription(ReconstructionStatus, "/showroom/status", statuses.append, LATCHED_QOS)
+        # A first window done, and the next one running: the moment a request used to be refused.
+        assert spin_until(client, lambda: any(s.num_points > 0 for s in statuses), 200), node.log()
+        assert spin_until(client, lambda: statuses[-1].state == "reconstructing", 120), node.log()
+        service = client.create_client(GenerateViews, "/showroom/generate_views")
+        assert service.wait_for_service(timeout_sec=20.0)
+        request = GenerateViews.Request(keyframe_index=0, yaw_degrees=[20.0], backend="opencv")
+        first = service.call_async(request)
+        assert spin_until(client, lambda: any("generation queued" in s.message for s in statuses), 30), (
+            [s.message for s in statuses[-5:]],
+            node.log(),
+        )
+        second = service.call_async(request)
+        assert spin_until(client, second.done, 60), node.log()
+        assert not second.result().success and "already queued or running" in second.result().message
+        assert spin_until(client, first.done, 240), node.log()
+        answer = first.result()
+        assert answer.success, answer.message
+        assert len(answer.images) == 1 and answer.images[0].width == 640
+        generated_at = len(statuses)
+        # The robot's windows carry on after the generation.
+        assert spin_until(
+            client, lambda: any("reconstruction done" in s.message for s in statuses[generated_at:]), 120
+        ), node.log()
+        assert node.alive(), node.log()
+    finally:
+        replay.stop()
+        node.stop()
+        client.destroy_node()

@@ -157,7 +157,7 @@ def _replay_params(**overrides: object) -> dict:
         "max_keyframes": 3,
         "build_mesh": False,
         # One window at a time: with continuous windows the looping replay keeps the worker busy, and a
-        # generation (refused while a reconstruction runs) might never start.
+        # generation queued behind the windows would start later than the test waits for it.
         "continuous": False,
         **overrides,
     }

@@ -172,6 +172,7 @@ class ShowroomNode(Node):
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="showroom-worker")
         self._job: Future[Reconstruction] | None = None
+        self._generation: Future | None = None  # the one ~/generate_views job, queued or running
         self._last: Reconstruction | None = None
         self._last_keyframes: list = []
         self._state = "collecting"
@@ -688,6 +689,10 @@ class ShowroomNode(Node):
 
     def _reconstruct(self, keyframes: list) -> Reconstruction:
         started = time.perf_counter()
+        with self._lock:  # it may have waited behind a generation, which left the state at "collecting"
+            if self._state != "reconstructing":
+                self._state, self._progress = "reconstructing", 0.0
+                self._message = f"reconstructing {len(keyframes)} keyframes"
         try:
             result = self.pipeline.run(keyframes, self._report)
             if result.frame_id == "map":
@@ -986,15 +991,28 @@ class ShowroomNode(Node):
             backend=request.backend or p["generation_backend"],
         )
         with self._lock:
-            busy = self._busy()
-            if not busy:
-                job = self._submit(
-                    "generating", "generating views", self._generate, generation, request.add_to_reconstruction
-                )
-        if busy:
-            response.success, response.message = False, "busy: a reconstruction or generation is running"
+            # One generation at a time; it queues behind a running reconstruction (and behind the windows
+            # already queued in continuous mode, at most max_pending_windows), never in front of one.
+            already = self._generation is not None and not self._generation.done()
+            if not already:
+                if self._busy():
+                    self._message = "generation queued behind the running reconstruction"
+                    job = self._worker.submit(self._generate, generation, request.add_to_reconstruction)
+                    job.add_done_callback(lambda _: release_free_heap())
+                    self._job = job
+                else:
+                    job = self._submit(
+                        "generating", "generating views", self._generate, generation, request.add_to_reconstruction
+                    )
+                self._generation = job
+        if already:
+            response.success = False
+            response.message = "a generation is already queued or running; call again when it is done"
             return response
-        outcome, error = self._wait(job, p["generate_timeout"], "generation is still running; views will be published")
+        self._publish_status()
+        outcome, error = self._wait(
+            job, p["generate_timeout"], "generation is queued or running; its views will be published"
+        )
         if error is not None:
             response.success, response.message = False, error
             return response
@@ -1014,6 +1032,8 @@ class ShowroomNode(Node):
     def _generate(self, request, add_to_reconstruction: bool):
         with self._lock:
             reconstruction, keyframes = self._last, list(self._last_keyframes)
+            self._state, self._progress, self._message = "generating", 0.0, "generating views"
+        self._publish_status()
         try:
             images = [k.image for k in keyframes] if keyframes else None
             views, status = self.generator.run(request, reconstruction, images, self._report)
