@@ -85,6 +85,33 @@ def test_learned_backend_reconstructs_rgb_keyframes_in_the_map_frame(tmp_path, s
     assert "registration:" in log and f"{backend} model:" in log
 
 
+def test_learned_backend_runs_on_an_inference_engine_in_the_node(tmp_path, shared_root):
+    """model_engine through a real node process: the engine is built at the first window's image size,
+    gated, cached where model_engine_cache_dir says, and the node reconstructs on it."""
+    pytest.importorskip("onnxruntime")
+    from showroom_ros.models import Fast3R, Fast3RConfig
+
+    config = Fast3RConfig.from_json_file(shared_root / "fixtures/fast3r/tiny_golden_config.json")
+    weights = tmp_path / "tiny_fast3r"
+    Fast3R(config).save_pretrained(weights)
+    cache = tmp_path / "engines"
+    params = {
+        "model": str(weights),
+        "backend": "fast3r",
+        "volumetric_map": False,
+        "model_engine": "onnxruntime",
+        "model_engine_cache_dir": str(cache),
+        "model_engine_cache_max_gb": 1.0,
+    }
+    statuses, log = _run(tmp_path, params)
+    final = statuses[-1]
+    assert final.backend == "fast3r" and final.frame_id == "map", log
+    assert "engine onnxruntime fp32" in log, log
+    assert not any("eager torch" in note for note in final.notes), final.notes
+    built = list(cache.glob("onnxruntime-fp32-256x192-*/meta.json"))
+    assert len(built) == 1, (list(cache.iterdir()) if cache.exists() else "no cache", log)
+
+
 def test_broken_weights_leave_the_node_running_and_auto_falls_back_to_sfm(tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
