@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from showroom_ros.models import engine_cache
 from showroom_ros.models.engine_cache import (
@@ -104,3 +106,37 @@ def test_a_missing_cache_is_not_an_error(tmp_path):
 def test_the_limit_from_the_environment(monkeypatch, value, expected):
     monkeypatch.setenv(MAX_BYTES_ENV, value)
     assert default_max_bytes() == expected
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    entries=st.lists(
+        st.tuples(st.integers(1, 5 * GB), st.booleans()),  # size, in use by this process
+        min_size=0,
+        max_size=8,
+    ),
+    limit=st.integers(0, 30 * GB),
+)
+def test_trimming_keeps_what_is_in_use_removes_the_oldest_first_and_fits_when_it_can(tmp_path_factory, entries, limit):
+    cache = tmp_path_factory.mktemp("cache")
+    engine_cache._in_use.clear()
+    made = []
+    for index, (size, in_use) in enumerate(entries):
+        folder = make_entry(cache, f"e{index}", max(size, 1000), age_s=1000 - index)  # e0 is the oldest
+        made.append((folder, max(size, 1000), in_use))
+    for folder, _, in_use in made:
+        if in_use:
+            engine_cache._in_use.add(folder.resolve())
+    removed = set(trim_cache(cache, limit))
+    kept = [(f, size, used) for f, size, used in made if f not in removed]
+    assert not any(used for f, _, used in made if f in removed), "an entry in use was removed"
+    total = sum(size for _, size, _ in kept)
+    if limit > 0 and total > limit:
+        assert all(used for _, _, used in kept), "over the limit, yet an unused entry was kept"
+    if limit == 0:
+        assert not removed
+    # Least recently used first: every removed entry is older than every kept one that is not in use.
+    kept_unused = [made.index((f, s, u)) for f, s, u in kept if not u]
+    removed_indices = [index for index, (f, _, _) in enumerate(made) if f in removed]
+    assert not removed_indices or not kept_unused or max(removed_indices) < min(kept_unused)
+    engine_cache._in_use.clear()
