@@ -242,7 +242,9 @@ def test_ddp_two_gloo_processes_match_one_process(
     single.fit()
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tiny_rooms, tiny_teacher, tmp_path / "ddp", **sections)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    scratch = tmp_path / "tmp"  # torchrun leaves a torchelastic_* folder behind in the temporary folder
+    scratch.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT), "TMPDIR": str(scratch)}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "showroom_ros.distillation.cli", str(config), "--quiet",
