@@ -10,6 +10,60 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_ROOT = REPO_ROOT.parent / "shared"
 
 
+# --- a temporary folder of the run's own ------------------------------------------------------------
+_RUN_TMPDIR: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every process the tests start (nodes, torchrun, COLMAP) inherits a TMPDIR of this run's own, so
+    what one leaves behind is listed at the end of the run (pytest's own tmp_path folders live there too)."""
+    import os
+    import tempfile
+
+    global _RUN_TMPDIR
+    if _RUN_TMPDIR is not None or hasattr(config, "workerinput"):
+        return
+    _RUN_TMPDIR = Path(tempfile.mkdtemp(prefix="showroom-tests-"))
+    os.environ["TMPDIR"] = str(_RUN_TMPDIR)
+    tempfile.tempdir = None  # gettempdir() caches its answer: read TMPDIR again
+
+
+_LEFT_BY_MODULE: dict[str, list[str]] = {}
+
+
+def _tmpdir_entries() -> set[str]:
+    if _RUN_TMPDIR is None or not _RUN_TMPDIR.is_dir():
+        return set()
+    return {p.name for p in _RUN_TMPDIR.iterdir() if not p.name.startswith("pytest-of-")}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _notes_what_a_module_leaves_in_tmpdir(request: pytest.FixtureRequest):
+    before = _tmpdir_entries()
+    yield
+    left = sorted(_tmpdir_entries() - before)
+    if left:
+        _LEFT_BY_MODULE[request.node.name] = left
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    for module, left in _LEFT_BY_MODULE.items():
+        terminalreporter.write_line(f"{module} left in the run's TMPDIR ({_RUN_TMPDIR}): {left}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if _RUN_TMPDIR is not None and config.getoption("basetemp", None) is None:
+        failed = getattr(config, "_showroom_failed", False)
+        if not failed:
+            shutil.rmtree(_RUN_TMPDIR, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config._showroom_failed = exitstatus != 0  # keep the folder (and its tmp_path folders) to look at
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     """Free space where the tests write: a full disk shows up as odd failures deep inside a test."""
     import shutil

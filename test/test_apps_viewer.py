@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -51,6 +53,9 @@ class HeadlessBrowser:
     def __init__(self, url: str, profile: Path, width: int = 1000, height: int = 700) -> None:
         assert CHROMIUM is not None
         profile.mkdir(parents=True, exist_ok=True)
+        # Stopped at the end, chromium leaves its org.chromium.Chromium.* folders in TMPDIR: give it one that
+        # close() removes (short: chromium puts unix sockets there, whose paths are limited to 107 bytes).
+        self.scratch = Path(tempfile.mkdtemp(prefix="chromium-"))
         self.process = subprocess.Popen(
             [
                 CHROMIUM,
@@ -70,6 +75,7 @@ class HeadlessBrowser:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, "TMPDIR": str(self.scratch)},
         )
         self._id = 0
         try:
@@ -126,6 +132,7 @@ class HeadlessBrowser:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self) -> HeadlessBrowser:
         return self

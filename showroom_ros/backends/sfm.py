@@ -131,9 +131,14 @@ def pycolmap_unavailable_reason() -> str | None:
 
 @contextlib.contextmanager
 def _colmap_log_level(quiet: bool) -> Iterator[None]:
-    """COLMAP logs every step at INFO to stderr; in a node that drowns the useful lines."""
+    """COLMAP logs every step at INFO to stderr; in a node that drowns the useful lines.
+
+    Also to stderr only: glog's default also writes ``<prog>.<host>.<user>.log.<LEVEL>.<time>.<pid>`` files
+    into the temporary folder, three more at every start of a process that runs COLMAP, never removed.
+    """
     import pycolmap
 
+    pycolmap.logging.logtostderr = True
     previous = pycolmap.logging.minloglevel
     if quiet:
         pycolmap.logging.minloglevel = 2  # errors only
