@@ -31,10 +31,15 @@ def pytest_configure(config: pytest.Config) -> None:
 _LEFT_BY_MODULE: dict[str, list[str]] = {}
 
 
+#: Reused from run to run, not one more per run: pytest's own folders, and the empty torchinductor_<user>
+#: folder torch makes when a module is built under ``torch.device("meta")``.
+_REUSED_IN_TMPDIR = ("pytest-of-", "torchinductor_")
+
+
 def _tmpdir_entries() -> set[str]:
     if _RUN_TMPDIR is None or not _RUN_TMPDIR.is_dir():
         return set()
-    return {p.name for p in _RUN_TMPDIR.iterdir() if not p.name.startswith("pytest-of-")}
+    return {p.name for p in _RUN_TMPDIR.iterdir() if not p.name.startswith(_REUSED_IN_TMPDIR)}
 
 
 @pytest.fixture(autouse=True, scope="module")
