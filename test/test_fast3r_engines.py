@@ -10,8 +10,10 @@ learned backend still reconstructing when a named engine is refused.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -166,6 +168,52 @@ def test_cache_keeps_to_its_size_limit_but_never_removes_what_is_in_use(config, 
     assert largest_difference(run(second_model, views(3)), run(tiny_model(config, seed=7), views(3))) < 1e-4
     with pytest.raises(EngineError, match="cache_max_bytes"):
         tiny_model(config).use_engine("onnxruntime", "fp32", cache_dir=tmp_path, cache_max_bytes=-1)
+
+
+def _mount_tmpfs(folder: Path, size: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.decode().strip()}")
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_a_full_disk_gives_back_unused_cache_entries_else_runs_eager_and_says_why(config, engine, tmp_path):
+    """On a 32 MB file system: an old entry (real bytes) leaves too little room for the tiny model's
+    ~9 MB export, so the first build fails with ENOSPC, the old entry is removed and the build succeeds.
+    Then the disk is filled by something else: nothing of the cache's to give back, so the model runs
+    eagerly, the reason names the full disk, and no half-built folder is left."""
+    pytest.importorskip(engine)
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "32m")
+    try:
+        cache = disk / "engines"
+        old = cache / "openvino-fp32-512x384-0123456789abcdef0123"
+        old.mkdir(parents=True)
+        (old / "meta.json").write_text("{}")
+        (old / "network.bin").write_bytes(os.urandom(27 * 2**20))
+        model = tiny_model(config)
+        network_engine = model.use_engine(engine, "fp32", cache_dir=cache, cache_max_bytes=0)  # no limit
+        network_engine.prepare((HEIGHT, WIDTH))
+        assert (HEIGHT, WIDTH) not in network_engine.failures, network_engine.failures
+        assert network_engine.reports[(HEIGHT, WIDTH)].built and not old.exists()
+        assert largest_difference(run(model, views(3)), run(tiny_model(config), views(3))) < 1e-4
+
+        for entry in cache.glob(f"{engine}-*"):
+            shutil.rmtree(entry)
+        (disk / "filler").write_bytes(b"")
+        with open(disk / "filler", "wb") as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 2**20)
+        second = tiny_model(config)
+        refused = second.use_engine(engine, "fp32", cache_dir=cache, cache_max_bytes=0)
+        refused.prepare((HEIGHT, WIDTH))
+        reason = refused.failures[(HEIGHT, WIDTH)]
+        assert "no space left for the engine cache" in reason and str(cache) in reason, reason
+        assert largest_difference(run(second, views(3)), run(tiny_model(config), views(3))) == 0.0
+        assert not list(cache.glob(".*building*")), list(cache.iterdir())
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_gate_refuses_an_engine_outside_the_tolerance_and_the_model_stays_exact(config, tmp_path):

@@ -21,6 +21,7 @@ its error is reported, not gated.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -533,6 +534,27 @@ class NetworkEngine:
         if self.cache_max_bytes:  # make room first: the export and OpenVINO's blob each hold the weights
             room_for_others = self.cache_max_bytes - 2 * self._weights_bytes()
             trim_cache(self.cache_dir, max(room_for_others, 1))
+        try:
+            return self._build_once(engine, graph, directory, key, size)
+        except Exception as error:
+            # OpenVINO says "basic_ios::clear: iostream error" for a full disk: free space is asked too.
+            needed = 2 * self._weights_bytes()
+            if not (_disk_full(error) or shutil.disk_usage(self.cache_dir).free < needed):
+                raise
+            # A full disk: the cache's unused entries are what this process can give back. Then once more.
+            freed = trim_cache(self.cache_dir, 1)
+            free_gb = shutil.disk_usage(self.cache_dir).free / 1e9
+            if not freed:
+                raise EngineError(
+                    f"no space left for the engine cache in {self.cache_dir} ({free_gb:.2f} GB free; an entry of "
+                    f"this model needs about {needed / 1e9:.2f} GB): {error}"
+                ) from error
+            LOG.warning("disk full while building: removed %d unused cache entries, building again", len(freed))
+            return self._build_once(engine, graph, directory, key, size)
+
+    def _build_once(
+        self, engine: str, graph: NetworkGraph, directory: Path, key: dict[str, Any], size: tuple[int, int]
+    ) -> tuple[Runner, float]:
         staging = self.cache_dir / f".{directory.name}.building-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -619,6 +641,20 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     staging = path.with_name(f".{path.name}.{os.getpid()}")
     staging.write_text(json.dumps(value, indent=1, default=str))
     staging.replace(path)
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC however the engine's writer reports it (OSError, or a library's own error with the text)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if "no space left on device" in str(current).lower():
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _read_meta(directory: Path) -> dict[str, Any] | None:
