@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,13 @@ def test_reconstruct_map_writes_files_that_load(tmp_path: Path, capsys: pytest.C
     names = ["kitchen_map_mesh.ply", "kitchen_map_cloud.ply", "kitchen_occupancy.yaml", "kitchen_occupancy.pgm"]
     for name in [*names, "kitchen_volume.npz", "summary.json"]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    # Every file through the same atomic writer: none left half-written, and all readable as the umask says
+    # (mkstemp's 0600 had made the volume and settings unreadable to a map server running as another user).
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in out.iterdir()}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
+    assert not [name for name in modes if name.startswith(".")], modes
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_considered"] == 5 and summary["keyframes_integrated"] == 5
     assert [w["integrated"] for w in summary["windows"]] == [3, 2]  # the overlap keyframe only once

@@ -12,7 +12,7 @@ import trimesh
 
 from showroom_ros.geometry.camera import CameraIntrinsics
 from showroom_ros.io.export import (
-    _atomic_write,
+    atomic_write,
     load_reconstruction,
     save_glb,
     save_mesh_ply,
@@ -117,7 +117,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> No
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        _atomic_write(target, failing_writer)
+        atomic_write(target, failing_writer)
     assert target.read_bytes() == b"previous version"
     assert [p.name for p in tmp_path.iterdir()] == ["model.glb"]
 

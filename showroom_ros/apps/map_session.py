@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -36,7 +35,7 @@ from showroom_ros.apps.offline import (
 from showroom_ros.capture.keyframes import Keyframe, KeyframeSelector, KeyframeSelectorConfig
 from showroom_ros.io.datasets import FRAME_PERIOD_NS, DatasetError, find_index, load_frame_folder, read_frame_index
 from showroom_ros.io.datasets import read_rgb as _read_rgb
-from showroom_ros.io.export import save_mesh_ply, save_point_cloud_ply
+from showroom_ros.io.export import atomic_write, save_mesh_ply, save_point_cloud_ply
 from showroom_ros.io.map_files import read_nav2_map, write_nav2_map
 from showroom_ros.mapping.occupancy import OccupancyGrid
 from showroom_ros.mapping.robot_map import MapInputError, MapUpdate, RobotMap, RobotMapConfig
@@ -79,20 +78,6 @@ def _settings(config: RobotMapConfig) -> dict[str, object]:
     }
 
 
-def _write_text(path: Path, text: str) -> Path:
-    """Atomically (temporary file beside it, then rename), like every other map file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def read_settings(path: str | os.PathLike[str], base: RobotMapConfig | None = None) -> RobotMapConfig:
     """The RobotMapConfig a ``<name>_map.yaml`` describes (other fields from ``base``)."""
     document = yaml.safe_load(Path(path).read_text()) or {}
@@ -118,8 +103,11 @@ def save_map(robot_map: RobotMap, directory: str | os.PathLike[str], name: str) 
     if len(points) == 0 or len(mesh.triangles) == 0:
         raise ValueError("the map has no surface yet (every block is below the weight threshold): nothing to save")
     written: dict[str, Path] = {}
-    written["volume"] = robot_map.save_volume(paths["volume"])
-    written["settings"] = _write_text(paths["settings"], yaml.safe_dump(_settings(robot_map.config), sort_keys=False))
+    # Through io's atomic writer, like every other output: the temporaries are the ones a stopping node removes
+    # (`.<name>.<pid>-<hex>.tmp<suffix>`), and the files get the umask's mode, not mkstemp's 0600.
+    written["volume"] = atomic_write(paths["volume"], robot_map.write_volume)
+    settings = yaml.safe_dump(_settings(robot_map.config), sort_keys=False)
+    written["settings"] = atomic_write(paths["settings"], lambda temporary: temporary.write_text(settings))
     vertex_colors = (
         np.asarray(mesh.vertex_colors) if mesh.has_vertex_colors() else np.full((len(mesh.vertices), 3), 0.8)
     )

@@ -56,7 +56,7 @@ def _create_temporary(path: Path) -> None:
         path.touch()  # exists from now on, so the clean-up at a stop sees it
 
 
-def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Run ``write`` on a temporary file beside ``path`` (same suffix: writers pick formats by it), rename."""
     target = Path(path).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def save_point_cloud_ply(reconstruction: Reconstruction, path: str | Path) -> Pa
         if not o3d.t.io.write_point_cloud(str(temporary), cloud, write_ascii=False):
             raise ExportError(f"Open3D could not write the point cloud {path}")
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def save_mesh_ply(mesh: TriangleMesh, path: str | Path) -> Path:
@@ -114,7 +114,7 @@ def save_mesh_ply(mesh: TriangleMesh, path: str | Path) -> Path:
         if not o3d.io.write_triangle_mesh(str(temporary), legacy, write_ascii=False, write_vertex_normals=False):
             raise ExportError(f"Open3D could not write the mesh {path}")
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def save_glb(reconstruction: Reconstruction, path: str | Path) -> Path:
@@ -141,7 +141,7 @@ def save_glb(reconstruction: Reconstruction, path: str | Path) -> Path:
     # node that autosaves every few seconds piled up hundreds of MB before one ran (issue 14, defect 12).
     del scene, geometry
     gc.collect()
-    return _atomic_write(path, lambda temporary: temporary.write_bytes(data))
+    return atomic_write(path, lambda temporary: temporary.write_bytes(data))
 
 
 def render_preview(reconstruction: Reconstruction, width: int = 960, height: int = 720) -> np.ndarray:
@@ -163,7 +163,7 @@ def save_preview_png(reconstruction: Reconstruction, path: str | Path, width: in
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ExportError(f"could not encode the preview {path}")
-    return _atomic_write(path, lambda temporary: temporary.write_bytes(encoded.tobytes()))
+    return atomic_write(path, lambda temporary: temporary.write_bytes(encoded.tobytes()))
 
 
 def _intrinsics_array(intrinsics: list[CameraIntrinsics]) -> np.ndarray:
@@ -196,7 +196,7 @@ def save_npz(reconstruction: Reconstruction, path: str | Path) -> Path:
         with temporary.open("wb") as stream:
             np.savez(stream, **arrays)
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def load_reconstruction(npz_path: str | Path) -> Reconstruction:

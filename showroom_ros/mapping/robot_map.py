@@ -552,6 +552,10 @@ class RobotMap:
         """Write the TSDF (and its VolumeConfig) atomically to an ``.npz`` that :meth:`load_volume` continues from."""
         return self.volume.save(path)
 
+    def write_volume(self, destination: str | os.PathLike[str]) -> None:
+        """:meth:`save_volume` without its atomic rename, for a caller with its own atomic writer."""
+        self.volume.write_npz(destination)
+
     def load_volume(self, path: str | os.PathLike[str], occupancy: OccupancyGrid | None = None) -> MapUpdate:
         """Replace the map with a saved volume and continue mapping from it.
 

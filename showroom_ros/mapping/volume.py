@@ -14,6 +14,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import open3d as o3d
@@ -255,6 +256,20 @@ class TsdfVolume:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the grid (keys, tsdf, weight, colour, config) to an ``.npz``, atomically."""
         target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".npz", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                self.write_npz(handle)
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def write_npz(self, destination: str | os.PathLike[str] | BinaryIO) -> None:
+        """Write the grid's ``.npz`` to exactly ``destination`` (a path or an open binary file), not atomically:
+        for callers with their own atomic writer (apps/map_session.py)."""
         hashmap = self._grid.hashmap()
         active = hashmap.active_buf_indices()
         arrays = {
@@ -266,16 +281,11 @@ class TsdfVolume:
             "format_version": np.array(_FORMAT_VERSION),
             **{f"config_{k}": np.array(v) for k, v in asdict(self.config).items()},
         }
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".npz", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
+        if isinstance(destination, (str, os.PathLike)):
+            with open(destination, "wb") as handle:  # a path: np.savez would append ".npz" to other suffixes
                 np.savez_compressed(handle, **arrays)
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        return target
+        else:
+            np.savez_compressed(destination, **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | None = None) -> TsdfVolume:
