@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -129,6 +131,9 @@ def test_save_and_load_give_the_same_map(seed: int, tmp_path_factory: pytest.Tem
     path = tmp_path_factory.mktemp("vol") / "map.npz"
     volume.save(path)
     assert [p.name for p in path.parent.iterdir()] == ["map.npz"]  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
     loaded = TsdfVolume.load(path)
     assert loaded.config == volume.config and loaded.block_count == volume.block_count
     a, ca = volume.extract_point_cloud()

@@ -11,7 +11,7 @@ Poses are camera-to-map in OpenCV optical axes, depth is camera z in metres (NaN
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -257,13 +257,15 @@ class TsdfVolume:
         """Write the grid (keys, tsdf, weight, colour, config) to an ``.npz``, atomically."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".npz", dir=target.parent)
+        # io/export.py's naming (what a stopping node removes), and "x" rather than mkstemp: the file gets the
+        # umask's mode, where mkstemp's 0600 would carry over to the saved map.
+        temp = target.with_name(f".{target.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{target.suffix}")
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with open(temp, "xb") as handle:
                 self.write_npz(handle)
             os.replace(temp, target)
         except BaseException:
-            Path(temp).unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
             raise
         return target
 
