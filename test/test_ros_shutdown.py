@@ -268,6 +268,27 @@ def test_stop_while_generating(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", list(SIGNALS))
+def test_stop_with_a_generation_queued_behind_a_reconstruction(tmp_path, name):
+    """The queued generation is cancelled with the rest of the worker's queue; COLMAP's run abandoned."""
+    from showroom_ros.srv import GenerateViews
+
+    session = Session(tmp_path, _replay_params(backend="sfm", generation_backend="opencv"))
+    try:
+        session.start_replay()
+        session.wait_for(lambda s: s.state == "reconstructing", 120, "started reconstructing")
+        request = GenerateViews.Request(keyframe_index=0, num_views=2, backend="opencv")
+        _call_async(session, GenerateViews, "/showroom/generate_views", request)
+        queued = spin_until(
+            session.client, lambda: any("generation queued" in s.message for s in session.statuses), 30
+        )
+        assert queued and session.statuses[-1].state == "reconstructing", session.node.log()
+        assert_clean_stop(*session.stop_with(SIGNALS[name]), state=f"generation queued, {name}")
+        assert_no_partial_files(session.output_dir)
+    finally:
+        session.close()
+
+
+@pytest.mark.parametrize("name", list(SIGNALS))
 def test_stop_while_saving(tmp_path, name):
     from showroom_ros.srv import SaveReconstruction
 
