@@ -208,3 +208,56 @@ def random_message(kind: str, rng: Any, now_ns: int = 0) -> Any:
         q.x, q.y, q.z, q.w = (wild_float(rng) if rng.random() < 0.3 else float(rng.normal()) for _ in range(4))
         return msg
     raise ValueError(f"unknown message kind {kind!r}")
+
+
+# --- seeded generators of hostile service requests (service fuzzing) --------------------------------
+
+WILD_NAMES = (
+    "", " ", ".", "..", "../escape", "../../etc/passwd", "/tmp/absolute", "a/b", "a\\b", "name with spaces",
+    "x" * 300, "ok_name", "map.v2", "-", "-rf", "~", "$HOME", "*", "\u00e9t\u00e9", "\n", "CON", "kitchen",
+)
+_WILD_INT32 = (-(2**31), -2, -1, 0, 1, 2, 4, 5, 100, 2**31 - 1)
+_WILD_INT64 = (-(2**63), -1, 0, 1, 3, 2**32, 2**63 - 1)
+_WILD_FLOAT32 = (float("nan"), float("inf"), -float("inf"), 0.0, -0.0, -1.0, 1.0, 7.5, 1e30, 3.4e38, -3.4e38)
+WILD_BACKENDS = ("", "opencv", "diffusers", "dalle", " opencv", "OPENCV", "opencv\n")
+SERVICE_KINDS = ("reconstruct", "reset", "save", "save_map", "load_map", "clear_map", "generate_views")
+
+
+def _pick(rng: Any, values: tuple) -> Any:
+    return values[int(rng.integers(len(values)))]
+
+
+def _wild_float32(rng: Any, plausible: float) -> float:
+    return float(_pick(rng, _WILD_FLOAT32)) if rng.random() < 0.5 else float(plausible * rng.uniform(-2.0, 2.0))
+
+
+def random_request(kind: str, rng: Any) -> tuple[Any, Any]:
+    """(service type, request) for one of the node's services, every field drawn from hostile values
+    half of the time and plausible ones otherwise; types and bounds are those of the .srv files."""
+    from std_srvs.srv import Trigger
+
+    from showroom_ros.srv import GenerateViews, LoadMap, Reconstruct, SaveReconstruction
+
+    if kind == "reconstruct":
+        return Reconstruct, Reconstruct.Request()
+    if kind in ("reset", "clear_map"):
+        return Trigger, Trigger.Request()
+    if kind in ("save", "save_map"):
+        return SaveReconstruction, SaveReconstruction.Request(name=_pick(rng, WILD_NAMES))
+    if kind == "load_map":
+        return LoadMap, LoadMap.Request(name=_pick(rng, WILD_NAMES))
+    assert kind == "generate_views", kind
+    yaw_count = int(_pick(rng, (0, 0, 1, 2, 16, 17, 100)))
+    request = GenerateViews.Request(
+        keyframe_index=int(_pick(rng, _WILD_INT32)) if rng.random() < 0.5 else int(rng.integers(-1, 4)),
+        yaw_degrees=[_wild_float32(rng, 30.0) for _ in range(yaw_count)],
+        num_views=wild_uint(rng, int(rng.integers(0, 4))),
+        prompt=wild_string(rng, "an empty room") if rng.random() < 0.9 else "wall " * 2000,
+        negative_prompt=wild_string(rng, ""),
+        steps=wild_uint(rng, int(rng.integers(0, 3))),
+        guidance_scale=_wild_float32(rng, 7.5),
+        seed=int(_pick(rng, _WILD_INT64)),
+        backend=_pick(rng, WILD_BACKENDS),
+        add_to_reconstruction=bool(rng.random() < 0.2),
+    )
+    return GenerateViews, request

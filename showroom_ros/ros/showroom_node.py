@@ -889,8 +889,8 @@ class ShowroomNode(Node):
             return name
         response.success = False
         response.message = (
-            f"invalid name '{requested}': use letters, digits, '.', '_' and '-' only "
-            f"(files are written under {self.output_dir})"
+            f"invalid name '{requested}': 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            f"without '..' (files are written under {self.output_dir})"
         )
         return None
 
