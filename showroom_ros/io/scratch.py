@@ -70,9 +70,18 @@ def remove_orphaned_scratch(prefix: str, parent: Path | None = None) -> list[Pat
 def scratch_directory(prefix: str) -> Iterator[Path]:
     """A fresh folder ``<tmp>/<prefix><pid>_<random>`` for the duration of the ``with``."""
     remove_orphaned_scratch(prefix)
-    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}_"))
-    lock = os.open(path / LOCK_NAME, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    # Made under a hidden name and locked before it is renamed to a name the clean-up looks at: another
+    # process must never see it without its lock held.
+    hidden = Path(tempfile.mkdtemp(prefix=f".{prefix}{os.getpid()}_"))
+    lock = os.open(hidden / LOCK_NAME, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
     fcntl.flock(lock, fcntl.LOCK_EX)
+    path = hidden.with_name(hidden.name[1:])
+    try:
+        os.rename(hidden, path)
+    except OSError:
+        os.close(lock)
+        shutil.rmtree(hidden, ignore_errors=True)
+        raise
     with _in_use_lock:
         _in_use.add(path)
     try:
@@ -93,9 +102,10 @@ def scratch_in_use() -> list[Path]:
 #: The cleaner: wait for each folder's lock (free once the owner has ended), then remove the folder.
 _CLEANER = """
 import fcntl, os, shutil, sys
-for folder in sys.argv[1:]:
+lock_name = sys.argv[1]
+for folder in sys.argv[2:]:
     try:
-        descriptor = os.open(os.path.join(folder, ".in-use"), os.O_RDONLY)
+        descriptor = os.open(os.path.join(folder, lock_name), os.O_RDONLY)
     except OSError:
         continue
     fcntl.flock(descriptor, fcntl.LOCK_EX)
@@ -114,7 +124,7 @@ def hand_scratch_to_cleaner() -> subprocess.Popen | None:
         return None
     try:
         return subprocess.Popen(
-            [sys.executable, "-I", "-c", _CLEANER, *map(str, folders)],
+            [sys.executable, "-I", "-c", _CLEANER, LOCK_NAME, *map(str, folders)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
