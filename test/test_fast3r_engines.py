@@ -209,7 +209,9 @@ def test_a_full_disk_gives_back_unused_cache_entries_else_runs_eager_and_says_wh
         refused = second.use_engine(engine, "fp32", cache_dir=cache, cache_max_bytes=0)
         refused.prepare((HEIGHT, WIDTH))
         reason = refused.failures[(HEIGHT, WIDTH)]
-        assert "no space left for the engine cache" in reason and str(cache) in reason, reason
+        # ONNX Runtime's writer says ENOSPC; OpenVINO's says "basic_ios::clear: iostream error".
+        expected = "no space left for the engine cache" if engine == "onnxruntime" else "probably on a full disk"
+        assert expected in reason and f"{cache} (" in reason and "GB free" in reason, reason
         assert largest_difference(run(second, views(3)), run(tiny_model(config), views(3))) == 0.0
         assert not list(cache.glob(".*building*")), list(cache.iterdir())
     finally:

@@ -4,9 +4,10 @@ Each cache entry is one engine at one precision and image size for one set of we
 one entry is 1.2-2.6 GB (the exported weights, plus OpenVINO's compiled blobs). The key includes the
 weights' hash and the torch and engine versions, so a new checkpoint, an upgrade or ``auto`` trying
 three engines each leave entries nobody loads again: the benchmarks of docs/benchmarks.md left 71 GB
-behind, and a full disk is what then failed CI. After every build the cache is trimmed to
-``max_bytes``: entries are ranked by when they were last built or loaded (``meta.json``'s mtime,
-touched on each load), and the ones this process has loaded are never removed. Half-built folders of
+behind, and a full disk is what then failed CI. Before and after every build the cache is trimmed
+to ``max_bytes`` (engines.py also gives back every unused entry when a build meets a full disk):
+entries are ranked by when they were last built or loaded (``meta.json``'s mtime, touched on each
+load), and the ones this process has loaded are never removed. Half-built folders of
 builds whose process has ended are removed too.
 """
 

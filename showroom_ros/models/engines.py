@@ -539,15 +539,17 @@ class NetworkEngine:
         except Exception as error:
             # OpenVINO says "basic_ios::clear: iostream error" for a full disk: free space is asked too.
             needed = 2 * self._weights_bytes()
-            if not (_disk_full(error) or shutil.disk_usage(self.cache_dir).free < needed):
+            certain = _disk_full(error)
+            if not (certain or shutil.disk_usage(self.cache_dir).free < needed):
                 raise
             # A full disk: the cache's unused entries are what this process can give back. Then once more.
             freed = trim_cache(self.cache_dir, 1)
             free_gb = shutil.disk_usage(self.cache_dir).free / 1e9
             if not freed:
+                what = "no space left for the engine cache" if certain else "build failed, probably on a full disk,"
                 raise EngineError(
-                    f"no space left for the engine cache in {self.cache_dir} ({free_gb:.2f} GB free; an entry of "
-                    f"this model needs about {needed / 1e9:.2f} GB): {error}"
+                    f"{what} in {self.cache_dir} ({free_gb:.2f} GB free; an entry of this model needs about "
+                    f"{needed / 1e9:.2f} GB): {error}"
                 ) from error
             LOG.warning("disk full while building: removed %d unused cache entries, building again", len(freed))
             return self._build_once(engine, graph, directory, key, size)
