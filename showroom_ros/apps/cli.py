@@ -40,6 +40,13 @@ class CliError(RuntimeError):
 # --- small helpers -------------------------------------------------------------------------------
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Complete or absent, like every other output (io/export.py); imported here: io.export loads Open3D."""
+    from showroom_ros.io.export import atomic_write
+
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
 def _progress_factory(quiet: bool) -> Callable[[int | None, str], Any]:
     """tqdm bars on stderr (only on a terminal; --quiet: none)."""
 
@@ -178,7 +185,7 @@ def _write_keyframes(keyframes: Sequence[Any], poses: np.ndarray, folder: Path) 
             raise CliError(f"could not write keyframe image {folder / name}")
         pose = poses[index] if index < len(poses) else np.eye(4)
         lines.append(f"{name} - " + " ".join(f"{v:.9g}" for v in np.asarray(pose).reshape(-1)))
-    (folder / "frames_c2w.txt").write_text("\n".join(lines) + "\n")
+    _write_text(folder / "frames_c2w.txt", "\n".join(lines) + "\n")
     return folder
 
 
@@ -302,7 +309,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         "outputs": {kind: str(path) for kind, path in written.items()},
     }
     summary_path = out / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    _write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not quiet:
@@ -407,7 +414,7 @@ def _reconstruct_map(
         "seconds": {"total": time.perf_counter() - started},
         "outputs": {kind: str(path) for kind, path in written.items()},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if args.json:
         print(json.dumps(summary, indent=2))
     elif not quiet:

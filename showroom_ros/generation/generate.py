@@ -49,6 +49,7 @@ from showroom_ros.generation.view_synthesis import (
     yawed_pose,
 )
 from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.io.export import atomic_write
 from showroom_ros.reconstruction.result import Reconstruction
 
 MAX_VIEWS = 16
@@ -468,8 +469,14 @@ def generated_views_to_keyframes(
 
 def _write_png(path: Path, rgb_or_gray: np.ndarray) -> None:
     image = rgb_or_gray if rgb_or_gray.ndim == 2 else cv2.cvtColor(rgb_or_gray, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"could not write {path}")
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    atomic_write(path, lambda temporary: temporary.write_bytes(encoded.tobytes()))
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(text))
 
 
 def save_generated_views(
@@ -531,8 +538,9 @@ def save_generated_views(
         line = f"{stem}.png {stem}_depth.png {pose_text}"
         index_lines.append(line if view.accepted else f"# rejected ({view.reason}): {line}")
     summary = {"inpainter": status, "frame_id": frame_id, "metric": bool(metric), "views": records}
-    (directory / "views.json").write_text(json.dumps(summary, indent=2))
-    (directory / "frames_c2w.txt").write_text("\n".join(index_lines) + "\n")
+    # Every file complete or absent (io/export.py's atomic writer), also when the CLI is interrupted.
+    _write_text(directory / "views.json", json.dumps(summary, indent=2))
+    _write_text(directory / "frames_c2w.txt", "\n".join(index_lines) + "\n")
     written += [directory / "views.json", directory / "frames_c2w.txt"]
     if views and all(v.intrinsics == views[0].intrinsics for v in views):
         k = views[0].intrinsics
@@ -541,6 +549,6 @@ def save_generated_views(
             f"color: {{width: {k.width}, height: {k.height}, fx: {k.fx!r}, fy: {k.fy!r}, "
             f"cx: {k.cx!r}, cy: {k.cy!r}}}\ndepth_scale: 1000.0\n"
         )
-        (directory / "camera.yaml").write_text(camera)
+        _write_text(directory / "camera.yaml", camera)
         written.append(directory / "camera.yaml")
     return written
