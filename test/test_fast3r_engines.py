@@ -201,9 +201,8 @@ def test_a_full_disk_gives_back_unused_cache_entries_else_runs_eager_and_says_wh
 
         for entry in cache.glob(f"{engine}-*"):
             shutil.rmtree(entry)
-        (disk / "filler").write_bytes(b"")
-        with open(disk / "filler", "wb") as filler, contextlib.suppress(OSError):
-            while True:
+        with contextlib.suppress(OSError), open(disk / "filler", "wb", buffering=0) as filler:
+            while True:  # until ENOSPC
                 filler.write(b"\0" * 2**20)
         second = tiny_model(config)
         refused = second.use_engine(engine, "fp32", cache_dir=cache, cache_max_bytes=0)
