@@ -358,6 +358,24 @@ def test_save_faults_answer_with_the_reason_and_keep_earlier_files(client, proce
         assert first.success, first.message
         before = {p.name: p.read_bytes() for p in out.iterdir()}
 
+        # 64 MB in all: under 100 MB free is said in ~/status and /diagnostics before anything fails.
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+        diagnostics = Latest(client, DiagnosticArray, "/diagnostics", 10)
+
+        def disk_status():
+            if diagnostics.msg is None:
+                return None
+            return next((d for d in diagnostics.msg.status if d.name == "showroom: disk"), None)
+
+        assert spin_until(client, lambda: disk_status() is not None, 30), node.log()
+        disk_report = disk_status()
+        assert disk_report.level == DiagnosticStatus.ERROR and f"output_dir {out}" in disk_report.message, disk_report
+        assert "(critical)" in disk_report.message and "temporary folder" in disk_report.message, disk_report
+        assert any(note.startswith("disk: output_dir") and "critical" in note for note in status.msg.notes), (
+            status.msg.notes
+        )
+
         def remount(mode: str) -> None:
             subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], check=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -38,6 +39,7 @@ from showroom_ros.capture.collector import CollectorConfig, KeyframeCollector, O
 from showroom_ros.capture.keyframes import KeyframeBuffer, KeyframeSelectorConfig
 from showroom_ros.generation.service import GenerationSettings, ViewGenerationService
 from showroom_ros.geometry.poses import PoseHistory
+from showroom_ros.io.disk_space import SpaceMonitor, worst_level
 from showroom_ros.io.export import prune_saved, save_reconstruction
 from showroom_ros.mapping.occupancy import OccupancyConfig
 from showroom_ros.mapping.point_map import AccumulatedMap, MapAlignmentError, MapConfig
@@ -102,6 +104,8 @@ class ShowroomNode(Node):
         self._check_topic_lists()
         self.map_frame = p["map_frame"]
         self.output_dir = Path(p["output_dir"]).expanduser().resolve()
+        # Said in ~/status and /diagnostics while there is still room (io/disk_space.py).
+        self.disk = SpaceMonitor({"output_dir": self.output_dir, "temporary folder": tempfile.gettempdir()})
 
         self.collector = KeyframeCollector(
             CollectorConfig(
@@ -1067,6 +1071,8 @@ class ShowroomNode(Node):
     # --- status -----------------------------------------------------------------------------------
     def _publish_status(self) -> None:
         self._watch_models()
+        disk = self.disk.reports()
+        disk_notes = [f"disk: {report.message}" for report in disk if report.level in ("low", "critical")]
         with self._lock:
             last = self._last
             status = ReconstructionStatus(
@@ -1085,7 +1091,7 @@ class ShowroomNode(Node):
                 last_duration_s=float(self._last_duration),
                 frame_id=last.frame_id if last else self.map_frame,
                 metric=bool(last.metric) if last else False,
-                notes=(list(last.notes) if last else []) + ([self._map_note] if self._map_note else []),
+                notes=(list(last.notes) if last else []) + ([self._map_note] if self._map_note else []) + disk_notes,
             )
         status.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(status)
@@ -1117,7 +1123,15 @@ class ShowroomNode(Node):
                 KeyValue(key="map", value=self._map_summary),
             ],
         )
-        self.diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diagnostic]))
+        disk_levels = {"critical": DiagnosticStatus.ERROR, "low": DiagnosticStatus.WARN}
+        disk_diagnostic = DiagnosticStatus(
+            level=disk_levels.get(worst_level(disk), DiagnosticStatus.OK),
+            name="showroom: disk",
+            hardware_id=self.get_name(),
+            message="; ".join(report.message for report in disk),
+            values=[KeyValue(key=f"{report.label} free GB", value=report.free_gb) for report in disk],
+        )
+        self.diagnostics_pub.publish(DiagnosticArray(header=status.header, status=[diagnostic, disk_diagnostic]))
 
     def destroy_node(self) -> None:
         """Stop at once (docs/shutdown.md): queued work is cancelled, running work (a model download,
