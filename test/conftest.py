@@ -12,18 +12,26 @@ SHARED_ROOT = REPO_ROOT.parent / "shared"
 
 # --- a temporary folder of the run's own ------------------------------------------------------------
 _RUN_TMPDIR: Path | None = None
+RUN_TMPDIR_PREFIX = "showroom-tests-"
+KEEP_FAILED_RUNS = 3
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Every process the tests start (nodes, torchrun, COLMAP) inherits a TMPDIR of this run's own, so
     what one leaves behind is listed at the end of the run (pytest's own tmp_path folders live there too)."""
     import os
+    import shutil
     import tempfile
 
     global _RUN_TMPDIR
     if _RUN_TMPDIR is not None or hasattr(config, "workerinput"):
         return
-    _RUN_TMPDIR = Path(tempfile.mkdtemp(prefix="showroom-tests-"))
+    # A run that passed removes its folder at the end; failed runs keep theirs to look at, the newest
+    # KEEP_FAILED_RUNS of them (like pytest's own retention of its base folders).
+    kept = sorted(Path(tempfile.gettempdir()).glob(f"{RUN_TMPDIR_PREFIX}*"), key=lambda p: p.stat().st_mtime)
+    for old in kept[: max(len(kept) - KEEP_FAILED_RUNS + 1, 0)]:
+        shutil.rmtree(old, ignore_errors=True)
+    _RUN_TMPDIR = Path(tempfile.mkdtemp(prefix=RUN_TMPDIR_PREFIX))
     os.environ["TMPDIR"] = str(_RUN_TMPDIR)
     tempfile.tempdir = None  # gettempdir() caches its answer: read TMPDIR again
 
