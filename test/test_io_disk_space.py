@@ -47,6 +47,9 @@ def test_the_monitor_measures_again_only_after_its_period(tmp_path):
         (disk / "filler").write_bytes(b"\0" * 16 * 2**20)
         assert cached.reports() == [first]  # within the period: not measured again
         (now,) = fresh.reports()
-        assert first.free_bytes - now.free_bytes >= 16 * 2**20
+        assert first.free_bytes - now.free_bytes >= 16 * 2**20 and now.writable
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        (read_only,) = fresh.reports()
+        assert read_only.level == "critical" and not read_only.writable and "not writable" in read_only.message
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -382,8 +382,12 @@ def test_save_faults_answer_with_the_reason_and_keep_earlier_files(client, proce
         def intact() -> bool:
             return {p.name: p.read_bytes() for p in out.iterdir()} == before  # and no temporary left
 
-        # Read-only file system.
+        # Read-only file system: said in /diagnostics (measured every 5 s), and ~/save refused.
         remount("ro")
+        assert spin_until(client, lambda: "not writable" in (disk_status() or disk_report).message, 20), (
+            disk_status(),
+            node.log(),
+        )
         readonly = save("second")
         assert not readonly.success and "read-only" in readonly.message.lower(), readonly.message
         assert intact()

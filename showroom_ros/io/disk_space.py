@@ -3,7 +3,8 @@
 Autosaves, saved maps and COLMAP's scratch all fail on a full disk (cleanly: io/export.py), but a robot
 operator should hear about it while there is still room. :class:`SpaceMonitor` measures the folders
 at most every few seconds (``statvfs`` is cheap, but a network mount may be slow to answer) and rates
-each one: ``ok``, ``low`` (under 1 GB) or ``critical`` (under 100 MB).
+each one: ``ok``, ``low`` (under 1 GB) or ``critical`` (under 100 MB, or not writable: a read-only
+mount, or a folder this user may not write to).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class SpaceReport:
     path: Path  # the folder (measured on its nearest existing parent while it is not made yet)
     free_bytes: int | None  # None: could not be measured
     level: str  # "ok" | "low" | "critical" | "unknown"
+    writable: bool = True
 
     @property
     def free_gb(self) -> str:
@@ -33,6 +35,8 @@ class SpaceReport:
     def message(self) -> str:
         if self.free_bytes is None:
             return f"{self.label} {self.path}: free space unknown"
+        if not self.writable:
+            return f"{self.label} {self.path}: not writable (critical)"
         return f"{self.label} {self.path}: {self.free_bytes / 1e9:.2f} GB free" + (
             "" if self.level == "ok" else f" ({self.level})"
         )
@@ -58,13 +62,15 @@ def space_report(
 ) -> SpaceReport:
     """How much room is left for ``path`` (measured on its nearest existing folder)."""
     folder = Path(path).expanduser()
+    existing = _existing(folder)
     try:
-        stats = os.statvfs(_existing(folder))
+        stats = os.statvfs(existing)
     except OSError:
         return SpaceReport(label, folder, None, "unknown")
     free = stats.f_bavail * stats.f_frsize
-    level = "critical" if free < critical_bytes else "low" if free < low_bytes else "ok"
-    return SpaceReport(label, folder, free, level)
+    writable = os.access(existing, os.W_OK)  # EROFS on a read-only mount, also for root
+    level = "critical" if free < critical_bytes or not writable else "low" if free < low_bytes else "ok"
+    return SpaceReport(label, folder, free, level, writable)
 
 
 class SpaceMonitor:
