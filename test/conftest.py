@@ -28,7 +28,13 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     # A run that passed removes its folder at the end; failed runs keep theirs to look at, the newest
     # KEEP_FAILED_RUNS of them (like pytest's own retention of its base folders).
-    kept = sorted(Path(tempfile.gettempdir()).glob(f"{RUN_TMPDIR_PREFIX}*"), key=lambda p: p.stat().st_mtime)
+    def modified(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:  # removed meanwhile by another run
+            return 0.0
+
+    kept = sorted(Path(tempfile.gettempdir()).glob(f"{RUN_TMPDIR_PREFIX}*"), key=modified)
     for old in kept[: max(len(kept) - KEEP_FAILED_RUNS + 1, 0)]:
         shutil.rmtree(old, ignore_errors=True)
     _RUN_TMPDIR = Path(tempfile.mkdtemp(prefix=RUN_TMPDIR_PREFIX))
@@ -67,10 +73,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 def pytest_unconfigure(config: pytest.Config) -> None:
     import shutil
 
-    if _RUN_TMPDIR is not None and config.getoption("basetemp", None) is None:
-        failed = getattr(config, "_showroom_failed", False)
-        if not failed:
-            shutil.rmtree(_RUN_TMPDIR, ignore_errors=True)
+    if _RUN_TMPDIR is not None and not getattr(config, "_showroom_failed", False):
+        shutil.rmtree(_RUN_TMPDIR, ignore_errors=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
