@@ -41,10 +41,10 @@ class CliError(RuntimeError):
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Complete or absent, like every other output (io/export.py); imported here: io.export loads Open3D."""
-    from showroom_ros.io.export import atomic_write
+    """Complete or absent, like every other output; imported here because io.export loads Open3D (~1 s)."""
+    from showroom_ros.io.export import atomic_write_text
 
-    atomic_write(path, lambda temporary: temporary.write_text(text))
+    atomic_write_text(path, text)
 
 
 def _progress_factory(quiet: bool) -> Callable[[int | None, str], Any]:

@@ -35,7 +35,7 @@ from showroom_ros.apps.offline import (
 from showroom_ros.capture.keyframes import Keyframe, KeyframeSelector, KeyframeSelectorConfig
 from showroom_ros.io.datasets import FRAME_PERIOD_NS, DatasetError, find_index, load_frame_folder, read_frame_index
 from showroom_ros.io.datasets import read_rgb as _read_rgb
-from showroom_ros.io.export import atomic_write, save_mesh_ply, save_point_cloud_ply
+from showroom_ros.io.export import atomic_write, atomic_write_text, save_mesh_ply, save_point_cloud_ply
 from showroom_ros.io.map_files import read_nav2_map, write_nav2_map
 from showroom_ros.mapping.occupancy import OccupancyGrid
 from showroom_ros.mapping.robot_map import MapInputError, MapUpdate, RobotMap, RobotMapConfig
@@ -107,7 +107,7 @@ def save_map(robot_map: RobotMap, directory: str | os.PathLike[str], name: str) 
     # (`.<name>.<pid>-<hex>.tmp<suffix>`), and the files get the umask's mode, not mkstemp's 0600.
     written["volume"] = atomic_write(paths["volume"], robot_map.write_volume)
     settings = yaml.safe_dump(_settings(robot_map.config), sort_keys=False)
-    written["settings"] = atomic_write(paths["settings"], lambda temporary: temporary.write_text(settings))
+    written["settings"] = atomic_write_text(paths["settings"], settings)
     vertex_colors = (
         np.asarray(mesh.vertex_colors) if mesh.has_vertex_colors() else np.full((len(mesh.vertices), 3), 0.8)
     )

@@ -49,7 +49,7 @@ from showroom_ros.generation.view_synthesis import (
     yawed_pose,
 )
 from showroom_ros.geometry.camera import CameraIntrinsics
-from showroom_ros.io.export import atomic_write
+from showroom_ros.io.export import atomic_write_bytes, atomic_write_text
 from showroom_ros.reconstruction.result import Reconstruction
 
 MAX_VIEWS = 16
@@ -472,11 +472,7 @@ def _write_png(path: Path, rgb_or_gray: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise OSError(f"could not encode {path}")
-    atomic_write(path, lambda temporary: temporary.write_bytes(encoded.tobytes()))
-
-
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda temporary: temporary.write_text(text))
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def save_generated_views(
@@ -539,8 +535,8 @@ def save_generated_views(
         index_lines.append(line if view.accepted else f"# rejected ({view.reason}): {line}")
     summary = {"inpainter": status, "frame_id": frame_id, "metric": bool(metric), "views": records}
     # Every file complete or absent (io/export.py's atomic writer), also when the CLI is interrupted.
-    _write_text(directory / "views.json", json.dumps(summary, indent=2))
-    _write_text(directory / "frames_c2w.txt", "\n".join(index_lines) + "\n")
+    atomic_write_text(directory / "views.json", json.dumps(summary, indent=2))
+    atomic_write_text(directory / "frames_c2w.txt", "\n".join(index_lines) + "\n")
     written += [directory / "views.json", directory / "frames_c2w.txt"]
     if views and all(v.intrinsics == views[0].intrinsics for v in views):
         k = views[0].intrinsics
@@ -549,6 +545,6 @@ def save_generated_views(
             f"color: {{width: {k.width}, height: {k.height}, fx: {k.fx!r}, fy: {k.fy!r}, "
             f"cx: {k.cx!r}, cy: {k.cy!r}}}\ndepth_scale: 1000.0\n"
         )
-        _write_text(directory / "camera.yaml", camera)
+        atomic_write_text(directory / "camera.yaml", camera)
         written.append(directory / "camera.yaml")
     return written

@@ -50,6 +50,11 @@ def worst_level(reports: list[SpaceReport]) -> str:
     return max((report.level for report in reports), key=LEVELS.index, default="ok")
 
 
+def disk_warnings(reports: list[SpaceReport]) -> list[str]:
+    """One line per folder that is low or critical (for ~/status notes)."""
+    return [report.message for report in reports if report.level in ("low", "critical")]
+
+
 def _existing(path: Path) -> Path:
     for candidate in (path, *path.parents):
         if candidate.exists():
@@ -100,6 +105,3 @@ class SpaceMonitor:
                 self._measured_at = time.monotonic()
             return list(self._reports)
 
-    def warnings(self) -> list[str]:
-        """One line per folder that is low or critical (for ~/status notes)."""
-        return [report.message for report in self.reports() if report.level in ("low", "critical")]

@@ -81,6 +81,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """:func:`atomic_write` of bytes."""
+    return atomic_write(path, lambda temporary: temporary.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write` of text (UTF-8)."""
+    return atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
 def _legacy_mesh(mesh: TriangleMesh) -> o3d.geometry.TriangleMesh:
     result = o3d.geometry.TriangleMesh(
         o3d.utility.Vector3dVector(np.asarray(mesh.vertices, dtype=np.float64)),
@@ -141,7 +151,7 @@ def save_glb(reconstruction: Reconstruction, path: str | Path) -> Path:
     # node that autosaves every few seconds piled up hundreds of MB before one ran (issue 14, defect 12).
     del scene, geometry
     gc.collect()
-    return atomic_write(path, lambda temporary: temporary.write_bytes(data))
+    return atomic_write_bytes(path, data)
 
 
 def render_preview(reconstruction: Reconstruction, width: int = 960, height: int = 720) -> np.ndarray:
@@ -163,7 +173,7 @@ def save_preview_png(reconstruction: Reconstruction, path: str | Path, width: in
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ExportError(f"could not encode the preview {path}")
-    return atomic_write(path, lambda temporary: temporary.write_bytes(encoded.tobytes()))
+    return atomic_write_bytes(path, encoded.tobytes())
 
 
 def _intrinsics_array(intrinsics: list[CameraIntrinsics]) -> np.ndarray:

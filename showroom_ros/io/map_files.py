@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from showroom_ros.io.export import atomic_write
+from showroom_ros.io.export import atomic_write_bytes
 
 OCCUPIED_PIXEL, FREE_PIXEL, UNKNOWN_PIXEL = 0, 254, 205
 OCCUPIED_THRESH, FREE_THRESH = 0.65, 0.196
@@ -31,11 +31,6 @@ class MapFile:
     resolution: float
     origin: tuple[float, float, float]
     image_path: Path
-
-
-def _write_bytes(path: Path, payload: bytes) -> None:
-    """Temporary beside ``path``, then rename (io/export.py: the same names a stopping node cleans up)."""
-    atomic_write(path, lambda temporary: temporary.write_bytes(payload))
 
 
 def write_nav2_map(
@@ -60,7 +55,7 @@ def write_nav2_map(
     height, width = pixels.shape
     yaml_file = Path(yaml_path)
     pgm_file = yaml_file.with_suffix(".pgm")
-    _write_bytes(pgm_file, f"P5\n{width} {height}\n255\n".encode("ascii") + pixels.tobytes())
+    atomic_write_bytes(pgm_file, f"P5\n{width} {height}\n255\n".encode("ascii") + pixels.tobytes())
     document = {
         "image": pgm_file.name,
         "mode": "trinary",
@@ -70,7 +65,7 @@ def write_nav2_map(
         "occupied_thresh": OCCUPIED_THRESH,
         "free_thresh": FREE_THRESH,
     }
-    _write_bytes(yaml_file, yaml.safe_dump(document, sort_keys=False).encode("utf-8"))
+    atomic_write_bytes(yaml_file, yaml.safe_dump(document, sort_keys=False).encode("utf-8"))
     return yaml_file, pgm_file
 
 

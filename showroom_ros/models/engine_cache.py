@@ -1,7 +1,7 @@
 """A size limit for the inference-engine cache: least recently used artefacts go first.
 
-Each cache entry is one engine at one precision and image size for one set of weights, and at ViT-L
-one entry is 1.2-2.6 GB (the exported weights, plus OpenVINO's compiled blobs). The key includes the
+Each cache entry is one engine at one precision and image size for one set of weights and holds a copy
+of the weights (2.6 GB for the ViT-L release in fp32; OpenVINO's also its compiled blobs). The key includes the
 weights' hash and the torch and engine versions, so a new checkpoint, an upgrade or ``auto`` trying
 three engines each leave entries nobody loads again: the benchmarks of docs/benchmarks.md left 71 GB
 behind, and a full disk is what then failed CI. Before and after every build the cache is trimmed

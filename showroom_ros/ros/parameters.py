@@ -141,8 +141,8 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param(
         "model_engine_cache_max_gb",
         20.0,
-        "Engine cache size limit: the least recently used artefacts (1.2-2.6 GB each at ViT-L) are removed "
-        "beyond it; 0 = no limit",
+        "Engine cache size limit: the least recently used artefacts (each a copy of the weights, 2.6 GB for "
+        "the ViT-L release in fp32) are removed beyond it; 0 = no limit",
         range=(0.0, 10000.0),
     ),
     Param(

@@ -39,7 +39,7 @@ from showroom_ros.capture.collector import CollectorConfig, KeyframeCollector, O
 from showroom_ros.capture.keyframes import KeyframeBuffer, KeyframeSelectorConfig
 from showroom_ros.generation.service import GenerationSettings, ViewGenerationService
 from showroom_ros.geometry.poses import PoseHistory
-from showroom_ros.io.disk_space import SpaceMonitor, worst_level
+from showroom_ros.io.disk_space import SpaceMonitor, disk_warnings, worst_level
 from showroom_ros.io.export import prune_saved, save_reconstruction
 from showroom_ros.mapping.occupancy import OccupancyConfig
 from showroom_ros.mapping.point_map import AccumulatedMap, MapAlignmentError, MapConfig
@@ -634,9 +634,12 @@ class ShowroomNode(Node):
         """A reconstruction or generation is running (call with ``_lock`` held)."""
         return self._job is not None and not self._job.done()
 
-    def _submit(self, state: str, message: str, work: Any, *args: Any) -> Future:
-        """Queue ``work`` on the single worker (call with ``_lock`` held, after :meth:`_busy`)."""
-        self._state, self._progress, self._message = state, 0.0, message
+    def _submit(self, state: str | None, message: str, work: Any, *args: Any) -> Future:
+        """Queue ``work`` on the single worker (call with ``_lock`` held, after :meth:`_busy`); ``state``
+        None keeps the state of the job running now (``work`` waits behind it and sets its own)."""
+        if state is not None:
+            self._state, self._progress = state, 0.0
+        self._message = message
         self._job = self._worker.submit(work, *args)
         self._job.add_done_callback(lambda _: release_free_heap())
         return self._job
@@ -999,15 +1002,12 @@ class ShowroomNode(Node):
             # already queued in continuous mode, at most max_pending_windows), never in front of one.
             already = self._generation is not None and not self._generation.done()
             if not already:
-                if self._busy():
-                    self._message = "generation queued behind the running reconstruction"
-                    job = self._worker.submit(self._generate, generation, request.add_to_reconstruction)
-                    job.add_done_callback(lambda _: release_free_heap())
-                    self._job = job
-                else:
-                    job = self._submit(
-                        "generating", "generating views", self._generate, generation, request.add_to_reconstruction
-                    )
+                state, message = (
+                    (None, "generation queued behind the running reconstruction")
+                    if self._busy()
+                    else ("generating", "generating views")
+                )
+                job = self._submit(state, message, self._generate, generation, request.add_to_reconstruction)
                 self._generation = job
         if already:
             response.success = False
@@ -1072,7 +1072,7 @@ class ShowroomNode(Node):
     def _publish_status(self) -> None:
         self._watch_models()
         disk = self.disk.reports()
-        disk_notes = [f"disk: {report.message}" for report in disk if report.level in ("low", "critical")]
+        disk_notes = [f"disk: {line}" for line in disk_warnings(disk)]
         with self._lock:
             last = self._last
             status = ReconstructionStatus(
