@@ -159,7 +159,7 @@ def inprocess_node(tmp_path):
 
 
 def test_every_callback_of_the_node_is_guarded(inprocess_node):
-    from showroom_ros.ros.showroom_node import GUARD_ATTR
+    from showroom_ros.ros.guard import GUARD_ATTR
 
     node = inprocess_node
     # The camera inputs live on the node's own input node (single-threaded executor): both count.
@@ -182,7 +182,7 @@ def test_every_callback_of_the_node_is_guarded(inprocess_node):
     assert later.callback(String()) is None
     later_input = node.input_node.create_subscription(String, "/later_input", lambda msg: 1 / 0, 1)
     assert later_input.callback(String()) is None
-    assert any("ZeroDivisionError" in key for key in node._callback_errors)
+    assert any("ZeroDivisionError" in key for key in node.guard.errors())
 
 
 def test_raising_callbacks_are_counted_and_answer_with_the_reason(inprocess_node):
@@ -193,8 +193,9 @@ def test_raising_callbacks_are_counted_and_answer_with_the_reason(inprocess_node
     pose_sub = next(s for s in node.input_node.subscriptions if s.topic_name == pose_topic)
     for _ in range(3):
         assert pose_sub.callback(None) is None  # AttributeError inside, caught by the guard
-    key = next(k for k in node._callback_errors if "AttributeError" in k)
-    assert node._callback_errors[key] == 3 and "subscription" in key
+    errors = node.guard.errors()
+    key = next(k for k in errors if "AttributeError" in k)
+    assert errors[key] == 3 and "subscription" in key
 
     save = next(s for s in node.services if s.srv_name.endswith("/save"))
     response = save.callback(None, SaveReconstruction.Response())  # request None: AttributeError inside
@@ -202,7 +203,7 @@ def test_raising_callbacks_are_counted_and_answer_with_the_reason(inprocess_node
 
 
 def test_tf_failure_is_reported_with_tf2s_own_reason(inprocess_node):
-    from showroom_ros.ros.showroom_node import describe_tf_failure
+    from showroom_ros.ros.pose_sources import TfPoses, describe_tf_failure
 
     class ExtrapolationException(Exception):  # tf2_ros raises its own types; the name is what matters
         pass
@@ -221,10 +222,10 @@ def test_tf_failure_is_reported_with_tf2s_own_reason(inprocess_node):
             raise error
 
     node = inprocess_node
-    node.params["pose_source"] = "tf"
-    node._tf_buffer = Buffer()
-    assert node._lookup_pose(0, 12_500_000_000, "camera_optical") is None
-    assert "ExtrapolationException" in node._last_rejection and "camera_optical" in node._last_rejection
+    poses = TfPoses(node, "map", node._tf_failed, buffer=Buffer())
+    assert poses.lookup(0, 12_500_000_000, "camera_optical") is None
+    last_rejection = node.parts.counters.snapshot()[2]
+    assert "ExtrapolationException" in last_rejection and "camera_optical" in last_rejection
 
 
 def test_check_parameter_refuses_with_a_reason():
@@ -249,7 +250,8 @@ def test_check_parameter_refuses_with_a_reason():
                 assert "within" in check_parameter(param.name, float("nan"))
             assert "within" in check_parameter(param.name, below)
             assert "within" in check_parameter(param.name, above)
-    assert "unknown" in check_parameter("no_such_parameter", 1)
+    # rclpy's own parameters are rclpy's to check: ours must not refuse them (use_sim_time at run time).
+    assert check_parameter("use_sim_time", True) == "" and check_parameter("qos_overrides./x.depth", 5) == ""
 
 
 # --- real processes -------------------------------------------------------------------------------
@@ -435,6 +437,8 @@ def test_parameters_at_run_time_through_a_client(client, processes, tmp_path):
     assert not read_only.successful and "read-only" in read_only.reason.lower(), read_only.reason
     valid = set_one("idle_reconstruct_s", double(2.5))
     assert valid.successful, valid.reason
+    sim_time = set_one("use_sim_time", ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True))
+    assert sim_time.successful, sim_time.reason  # rclpy's own parameter: it was refused as 'unknown' before
     got = call_service(
         client, GetParameters, "/showroom/get_parameters", GetParameters.Request(names=["idle_reconstruct_s"])
     )
@@ -449,8 +453,7 @@ def test_autosave_keeps_only_the_newest_and_says_what_it_pruned(inprocess_node, 
 
     node = inprocess_node
     node.params.update(autosave_keep=2, autosave_max_mb=1000.0)
-    for _ in range(4):
-        node._autosave(small_reconstruction())
+    said = [node.parts.jobs.outputs.autosave(small_reconstruction()) for _ in range(4)]
     npz = sorted(p.name for p in node.output_dir.glob("reconstruction-*.npz"))
     assert len(npz) == 2 and npz[-1].endswith("-0004.npz"), npz
-    assert "pruned 1 old reconstruction" in node._message and "-0002" in node._message
+    assert "pruned 1 old reconstruction" in said[-1] and "-0002" in said[-1], said

@@ -17,14 +17,16 @@ import numpy as np
 from nav_msgs.msg import OccupancyGrid as OccupancyGridMsg
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from showroom_ros.mapping.mesh_chunks import ChunkMesh, ChunkUpdate
 from showroom_ros.mapping.occupancy import OccupancyGrid
 from showroom_ros.ros import conversions as conv
+from showroom_ros.ros.guard import Guard
+from showroom_ros.ros.qos import LATCHED
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 #: Without a matched event (Humble), late joiners get this many of the last mesh updates.
 HISTORY_WITHOUT_MATCHED_EVENT = 100
 
@@ -44,9 +46,9 @@ def _publisher_events(callback: Any) -> tuple[Any, bool]:
 class MapOutputs:
     """Publishes map updates from the worker thread; sends a snapshot of every chunk to new subscribers."""
 
-    def __init__(self, node: Node, map_publisher: Any, guard: Any) -> None:
+    def __init__(self, node: Node, create_publisher: Any, guard: Guard) -> None:
         self._node = node
-        self.cloud_pub = map_publisher
+        self.cloud_pub = create_publisher(PointCloud2, "~/map", LATCHED)
         events, has_matched = _publisher_events(guard("event", "~/map_mesh matched", self._on_matched))
         mesh_qos = LATCHED
         if not has_matched:
@@ -56,20 +58,18 @@ class MapOutputs:
                 durability=DurabilityPolicy.TRANSIENT_LOCAL,
             )
         kwargs = {"event_callbacks": events} if events is not None else {}
-        self.mesh_pub = node.create_publisher(MarkerArray, "~/map_mesh", mesh_qos, **kwargs)
-        self.occupancy_pub = node.create_publisher(OccupancyGridMsg, "~/occupancy", LATCHED)
+        self.mesh_pub = create_publisher(MarkerArray, "~/map_mesh", mesh_qos, **kwargs)
+        self.occupancy_pub = create_publisher(OccupancyGridMsg, "~/occupancy", LATCHED)
         self._lock = threading.Lock()
         self._chunks: dict[int, ChunkMesh] = {}
         self._frame_id = ""
+        self._stamp_ns = 0
         self.snapshots_sent = 0
 
-    @property
-    def chunk_ids(self) -> set[int]:
-        with self._lock:
-            return set(self._chunks)
-
-    def _header(self, frame_id: str) -> Header:
-        return Header(frame_id=frame_id, stamp=self._node.get_clock().now().to_msg())
+    def header(self, frame_id: str, stamp_ns: int) -> Header:
+        """At the newest camera frame the map includes (the clock's now only while it includes none)."""
+        stamp = conv.ns_to_stamp(stamp_ns) if stamp_ns > 0 else self._node.get_clock().now().to_msg()
+        return Header(frame_id=frame_id, stamp=stamp)
 
     def publish(
         self,
@@ -77,11 +77,13 @@ class MapOutputs:
         chunks: ChunkUpdate,
         surface: tuple[np.ndarray, np.ndarray] | None,
         occupancy: OccupancyGrid | None,
+        stamp_ns: int = 0,
     ) -> None:
-        """Send changed/removed chunks, then the surface cloud and the grid (each when given)."""
-        header = self._header(frame_id)
+        """Send changed/removed chunks, then the surface cloud and the grid (each when given), stamped
+        ``stamp_ns`` (the newest keyframe in the map)."""
+        header = self.header(frame_id, stamp_ns)
         with self._lock:
-            self._frame_id = frame_id
+            self._frame_id, self._stamp_ns = frame_id, stamp_ns
             for chunk in chunks.changed:
                 self._chunks[chunk.chunk_id] = chunk
             for chunk_id in chunks.removed:
@@ -100,7 +102,7 @@ class MapOutputs:
             removed = sorted(self._chunks)
         self.publish(frame_id, ChunkUpdate(removed=removed), (np.zeros((0, 3)), np.zeros((0, 3), np.uint8)), None)
         empty = OccupancyGrid(np.zeros((0, 0), np.int8), 0.05, (0.0, 0.0))
-        self.occupancy_pub.publish(conv.occupancy_to_msg(empty, self._header(frame_id)))
+        self.occupancy_pub.publish(conv.occupancy_to_msg(empty, self.header(frame_id, 0)))
 
     def replace_all(self, chunks: ChunkUpdate) -> ChunkUpdate:
         """After a load: the loaded map's chunks, and DELETEs for published chunks it does not have."""
@@ -117,5 +119,7 @@ class MapOutputs:
             if not self._chunks:
                 return
             snapshot = ChunkUpdate(changed=list(self._chunks.values()))
-            self.mesh_pub.publish(conv.chunk_update_to_markers_serialized(snapshot, self._header(self._frame_id)))
+            self.mesh_pub.publish(
+                conv.chunk_update_to_markers_serialized(snapshot, self.header(self._frame_id, self._stamp_ns))
+            )
             self.snapshots_sent += 1

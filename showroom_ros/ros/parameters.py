@@ -9,6 +9,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 
 from showroom_ros.io.message_layout import DISPLAY_MAX_TRIANGLES
+from showroom_ros.models.names import DEVICES, DTYPES, ENGINE_PRECISION_CHOICES, ENGINES, FAST3R_RELEASE_REPO
 from showroom_ros.ros.input_node import INPUT_EXECUTORS
 
 
@@ -107,17 +108,17 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param("max_depth", 6.0, "Farthest valid depth (m)", range=(0.1, 100.0)),
     Param(
         "model",
-        "jedyang97/Fast3R_ViT_Large_512",
+        FAST3R_RELEASE_REPO,
         "Fast3R weights: Hugging Face repo id or local path "
         "(config.json + model.safetensors, .safetensors or .pth); '' = none. Loads in the background",
     ),
     Param("student_model", "", "ShowRoom student weights (backend showroom); '' = none"),
-    Param("model_device", "auto", "Device of the learned models", choices=("auto", "cpu", "cuda")),
+    Param("model_device", "auto", "Device of the learned models", choices=DEVICES),
     Param(
         "model_dtype",
         "auto",
         "auto (bf16 on CUDA and on CPUs with native bf16, else fp32), fp32, bf16, fp16",
-        choices=("auto", "fp32", "bf16", "fp16"),
+        choices=DTYPES,
     ),
     Param(
         "model_engine",
@@ -125,13 +126,13 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         "Inference engine of the learned network on CPU: torch (eager), auto (the fastest installed engine "
         "within 1e-3 of eager fp32), compile, onnxruntime, openvino. Built at the first run of each image "
         "size, cached on disk",
-        choices=("torch", "auto", "compile", "onnxruntime", "openvino"),
+        choices=ENGINES,
     ),
     Param(
         "model_engine_precision",
         "auto",
         "auto (= the compute dtype), fp32, bf16, int8 (onnxruntime only; not gated: docs/fast3r.md)",
-        choices=("auto", "fp32", "bf16", "int8"),
+        choices=ENGINE_PRECISION_CHOICES,
     ),
     Param(
         "model_engine_cache_dir",
@@ -274,6 +275,12 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param("viewer", False, "Serve a viser web viewer of the latest reconstruction"),
     Param("viewer_host", "127.0.0.1", "Viewer address (0.0.0.0 to reach it from other machines)"),
     Param("viewer_port", 8080, "Viewer port", range=(1, 65535)),
+    Param(
+        "lifecycle",
+        False,
+        "Managed node: wait in 'unconfigured' for ~/change_state (ros2 lifecycle, nav2's lifecycle_manager, the "
+        "launch file's autostart); false: configure and activate at start",
+    ),
     Param("status_rate_hz", 1.0, "Status and diagnostics publish rate", range=(0.1, 50.0)),
 )
 
@@ -307,7 +314,7 @@ def check_parameter(name: str, value: Any) -> str:
     """Why setting ``name`` to ``value`` at run time is refused, or '' when it may be applied."""
     param = _BY_NAME.get(name)
     if param is None:
-        return f"unknown parameter '{name}'"
+        return ""  # not ours (use_sim_time, qos_overrides.*): rclpy declared it and checks it
     if param.read_only:
         return f"'{name}' is read-only: it is used at start-up; restart the node with the new value"
     expected = type(param.default)
