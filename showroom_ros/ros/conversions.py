@@ -1,8 +1,8 @@
 """Conversions between ROS 2 messages and the core's numpy types.
 
-cv_bridge is not installable from PyPI (the PyPI ``cv-bridge`` is a broken ROS 1 port), so the
-few encodings a camera driver publishes are decoded here with numpy and OpenCV. Every decoder
-validates sizes first and raises :class:`MessageError` with a message a user can act on.
+Camera input is decoded by :mod:`showroom_ros.io.sensor_messages`, the one decoder the bag reader uses
+as well (its names are re-exported here for the node); this module builds the messages the package
+publishes and reads poses.
 """
 
 from __future__ import annotations
@@ -32,44 +32,20 @@ from showroom_ros.io.message_layout import (
     mesh_marker_chunks,
     mesh_markers_cdr,
 )
+from showroom_ros.io.sensor_messages import MessageError as MessageError
+from showroom_ros.io.sensor_messages import camera_info_to_intrinsics as camera_info_to_intrinsics
+from showroom_ros.io.sensor_messages import compressed_depth_to_array as compressed_depth_to_array
+from showroom_ros.io.sensor_messages import compressed_to_rgb as compressed_to_rgb
+from showroom_ros.io.sensor_messages import depth_image_to_array as depth_image_to_array
+from showroom_ros.io.sensor_messages import encode_compressed_depth
+from showroom_ros.io.sensor_messages import image_to_rgb as image_to_rgb
+from showroom_ros.io.sensor_messages import stamp_to_ns as stamp_to_ns
 from showroom_ros.mapping.mesh_chunks import ChunkUpdate
 from showroom_ros.mapping.occupancy import OccupancyGrid
 from showroom_ros.reconstruction.result import TriangleMesh
 
-
-class MessageError(ValueError):
-    """A message that cannot be used as it is (bad encoding, truncated data, no calibration)."""
-
-
-# encoding -> (channels, numpy dtype)
-_IMAGE_LAYOUTS: dict[str, tuple[int, np.dtype]] = {
-    "rgb8": (3, np.dtype(np.uint8)),
-    "bgr8": (3, np.dtype(np.uint8)),
-    "8UC3": (3, np.dtype(np.uint8)),
-    "rgba8": (4, np.dtype(np.uint8)),
-    "bgra8": (4, np.dtype(np.uint8)),
-    "8UC4": (4, np.dtype(np.uint8)),
-    "mono8": (1, np.dtype(np.uint8)),
-    "8UC1": (1, np.dtype(np.uint8)),
-    "mono16": (1, np.dtype(np.uint16)),
-    "16UC1": (1, np.dtype(np.uint16)),
-    "32FC1": (1, np.dtype(np.float32)),
-    "yuv422": (2, np.dtype(np.uint8)),  # UYVY
-    "uyvy": (2, np.dtype(np.uint8)),
-    "yuv422_yuy2": (2, np.dtype(np.uint8)),  # YUYV
-    "yuyv": (2, np.dtype(np.uint8)),
-}
-COLOR_ENCODINGS = frozenset(_IMAGE_LAYOUTS) - {"mono16", "16UC1", "32FC1"}
-DEPTH_ENCODINGS = frozenset({"16UC1", "mono16", "32FC1"})
-MAX_IMAGE_SIDE = 65_536
-"""Largest image width/height accepted from a message: larger is a corrupt or hostile header."""
-MAX_FOCAL_PX = 1e7
 MAX_POSITION_M = 1e7
 """Largest |coordinate| accepted in a pose: beyond it float32 clouds lose all precision."""
-
-
-def stamp_to_ns(stamp: Time) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def serialized_stamp_ns(data: bytes) -> int:
@@ -85,126 +61,6 @@ def ns_to_stamp(ns: int) -> Time:
     return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 
 
-def image_to_array(msg: Image) -> np.ndarray:
-    """Decode a sensor_msgs/Image into (H, W, C) or (H, W) numpy data, validating its layout."""
-    encoding = msg.encoding.strip()
-    if encoding not in _IMAGE_LAYOUTS:
-        raise MessageError(
-            f"unsupported image encoding '{msg.encoding}' (supported: {', '.join(sorted(_IMAGE_LAYOUTS))})"
-        )
-    channels, dtype = _IMAGE_LAYOUTS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise MessageError(f"image is empty ({width}x{height})")
-    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
-        raise MessageError(f"image size {width}x{height} is implausible (max side {MAX_IMAGE_SIDE})")
-    if channels == 2 and width % 2:
-        raise MessageError(f"{encoding} packs two pixels per 4 bytes: the width must be even, got {width}")
-    row_bytes = width * channels * dtype.itemsize
-    if step < row_bytes:
-        raise MessageError(f"image step {step} is smaller than width x pixel size = {row_bytes} ({encoding})")
-    data = msg.data
-    buffer = data if isinstance(data, (bytes, bytearray, memoryview)) else memoryview(data)
-    if len(buffer) < step * (height - 1) + row_bytes:
-        raise MessageError(
-            f"image data is truncated: {len(buffer)} bytes for {width}x{height} {encoding} with step {step}"
-        )
-    rows = np.frombuffer(buffer, dtype=np.uint8, count=step * (height - 1) + row_bytes)
-    rows = np.lib.stride_tricks.as_strided(rows, shape=(height, row_bytes), strides=(step, 1))
-    pixels = np.ascontiguousarray(rows).view(dtype.newbyteorder(">" if msg.is_bigendian else "<"))
-    pixels = pixels.astype(dtype.newbyteorder("="), copy=False)
-    return pixels.reshape(height, width, channels) if channels > 1 else pixels.reshape(height, width)
-
-
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """A colour image message as (H, W, 3) uint8 RGB."""
-    encoding = msg.encoding.strip()
-    if encoding in DEPTH_ENCODINGS:
-        raise MessageError(f"expected a colour image, got depth encoding '{encoding}'")
-    pixels = image_to_array(msg)
-    return _to_rgb(pixels, encoding)
-
-
-def _to_rgb(pixels: np.ndarray, encoding: str) -> np.ndarray:
-    conversions = {
-        "rgb8": None,
-        "bgr8": cv2.COLOR_BGR2RGB,
-        "8UC3": cv2.COLOR_BGR2RGB,
-        "rgba8": cv2.COLOR_RGBA2RGB,
-        "bgra8": cv2.COLOR_BGRA2RGB,
-        "8UC4": cv2.COLOR_BGRA2RGB,
-        "mono8": cv2.COLOR_GRAY2RGB,
-        "8UC1": cv2.COLOR_GRAY2RGB,
-        "yuv422": cv2.COLOR_YUV2RGB_UYVY,
-        "uyvy": cv2.COLOR_YUV2RGB_UYVY,
-        "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUYV,
-        "yuyv": cv2.COLOR_YUV2RGB_YUYV,
-    }
-    code = conversions[encoding]
-    if code is None:
-        return np.ascontiguousarray(pixels)
-    try:
-        return cv2.cvtColor(pixels, code)
-    except cv2.error as error:  # OpenCV refuses a layout the checks above did not foresee
-        raise MessageError(f"could not convert a {pixels.shape} {encoding} image to RGB: {error}") from error
-
-
-def depth_image_to_array(msg: Image) -> np.ndarray:
-    """A depth image message as raw (H, W) uint16 (16UC1/mono16) or float32 (32FC1) values."""
-    encoding = msg.encoding.strip()
-    if encoding not in DEPTH_ENCODINGS:
-        raise MessageError(f"expected a depth image (16UC1, mono16 or 32FC1), got encoding '{msg.encoding}'")
-    return image_to_array(msg)
-
-
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """Decode a CompressedImage (JPEG/PNG, as image_transport's ``compressed`` plugin sends)."""
-    if len(msg.data) == 0:
-        raise MessageError("compressed image has no data")
-    buffer = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    try:
-        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    except cv2.error as error:
-        raise MessageError(f"could not decode compressed image (format '{msg.format}'): {error}") from error
-    if bgr is None or bgr.ndim != 3 or bgr.size == 0:
-        raise MessageError(f"could not decode compressed image (format '{msg.format}', {len(buffer)} bytes)")
-    # image_transport records the source encoding first ("rgb8; jpeg compressed bgr8");
-    # OpenCV always hands back BGR, whatever the source order was.
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-_COMPRESSED_DEPTH_HEADER = struct.Struct("<iff")  # format enum, depth quantisation a, b
-
-
-def compressed_depth_to_array(msg: CompressedImage) -> np.ndarray:
-    """Decode image_transport's ``compressedDepth`` (12-byte header + PNG) into raw depth values."""
-    data = bytes(msg.data)
-    encoding = msg.format.split(";")[0].strip()
-    if encoding not in DEPTH_ENCODINGS:
-        raise MessageError(f"compressedDepth format '{msg.format}' does not name a depth encoding (16UC1, 32FC1)")
-    if len(data) <= _COMPRESSED_DEPTH_HEADER.size:
-        raise MessageError("compressedDepth message is too short to hold its header and image")
-    _, quant_a, quant_b = _COMPRESSED_DEPTH_HEADER.unpack_from(data)
-    if encoding == "32FC1" and not (np.isfinite(quant_a) and np.isfinite(quant_b)):
-        raise MessageError(f"compressedDepth quantisation parameters are not finite (a={quant_a}, b={quant_b})")
-    try:
-        decoded = cv2.imdecode(np.frombuffer(data[_COMPRESSED_DEPTH_HEADER.size :], np.uint8), cv2.IMREAD_UNCHANGED)
-    except cv2.error as error:
-        raise MessageError(f"could not decode compressedDepth image (format '{msg.format}'): {error}") from error
-    if decoded is None or decoded.ndim != 2 or decoded.size == 0:
-        raise MessageError(f"could not decode compressedDepth image (format '{msg.format}')")
-    if encoding == "32FC1":
-        # 32-bit depth is stored as quantised inverse depth: depth = a / (q - b), q = 0 invalid.
-        quantised = decoded.astype(np.float32)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            depth = quant_a / (quantised - quant_b)
-        depth[decoded == 0] = np.nan
-        return depth.astype(np.float32)
-    if decoded.dtype != np.uint16:
-        raise MessageError(f"compressedDepth image for {encoding} must be 16-bit, got {decoded.dtype}")
-    return decoded
-
-
 def rgb_to_compressed(rgb: np.ndarray, header: Header, image_format: str = "jpeg") -> CompressedImage:
     """Encode like image_transport's ``compressed`` plugin (format string included)."""
     extension = {"jpeg": ".jpg", "png": ".png"}[image_format]
@@ -214,45 +70,10 @@ def rgb_to_compressed(rgb: np.ndarray, header: Header, image_format: str = "jpeg
     return CompressedImage(header=header, format=f"rgb8; {image_format} compressed bgr8", data=_as_byte_array(encoded))
 
 
-def depth_to_compressed_depth(depth_mm: np.ndarray, header: Header) -> CompressedImage:
-    """Encode 16UC1 depth like image_transport's ``compressedDepth`` plugin (header + PNG)."""
-    if depth_mm.dtype != np.uint16 or depth_mm.ndim != 2:
-        raise ValueError(f"expected (H, W) uint16 depth, got {depth_mm.shape} {depth_mm.dtype}")
-    ok, encoded = cv2.imencode(".png", depth_mm)
-    if not ok:
-        raise ValueError("OpenCV could not encode the depth image as PNG")
-    payload = _COMPRESSED_DEPTH_HEADER.pack(0, 0.0, 0.0) + encoded.tobytes()
-    return CompressedImage(header=header, format="16UC1; compressedDepth png", data=_as_byte_array(payload))
-
-
-def camera_info_to_intrinsics(msg: CameraInfo) -> CameraIntrinsics:
-    """CameraInfo's K as intrinsics, every used field checked; bad input raises only MessageError.
-
-    An all-zero K (uncalibrated camera) is an error; so are NaN/inf anywhere in K, D, R or P (a driver
-    that sends them is broken, and one NaN would poison every back-projection).
-    """
-    width, height = int(msg.width), int(msg.height)
-    if width <= 0 or height <= 0:
-        raise MessageError("CameraInfo has zero width or height")
-    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
-        raise MessageError(f"CameraInfo size {width}x{height} is implausible (max side {MAX_IMAGE_SIDE})")
-    k = np.asarray(msg.k, dtype=np.float64)
-    if k.shape != (9,):
-        raise MessageError(f"CameraInfo K must hold 9 values, got {k.size}")
-    for name in ("k", "d", "r", "p"):
-        values = np.asarray(getattr(msg, name), dtype=np.float64)
-        if not np.all(np.isfinite(values)):
-            raise MessageError(f"CameraInfo {name.upper()} holds NaN or infinite values")
-    if np.all(k == 0) or k[0] <= 0 or k[4] <= 0:
-        raise MessageError("CameraInfo has no calibration (K is zero): calibrate the camera or set its intrinsics")
-    if k[0] > MAX_FOCAL_PX or k[4] > MAX_FOCAL_PX:
-        raise MessageError(f"CameraInfo focal length fx={k[0]:g}, fy={k[4]:g} is implausible (> {MAX_FOCAL_PX:g} px)")
-    if abs(k[2]) > 4 * MAX_IMAGE_SIDE or abs(k[5]) > 4 * MAX_IMAGE_SIDE:
-        raise MessageError(f"CameraInfo principal point ({k[2]:g}, {k[5]:g}) lies far outside the image")
-    try:
-        return CameraIntrinsics.from_matrix(k.reshape(3, 3), width, height)
-    except ValueError as error:  # belt and braces: the core's own checks, reported as a message error
-        raise MessageError(f"CameraInfo is not a valid pinhole camera: {error}") from error
+def depth_to_compressed_depth(depth: np.ndarray, header: Header, compression: str = "png") -> CompressedImage:
+    """(H, W) uint16 or float32-metre depth as image_transport's ``compressedDepth`` plugin sends it."""
+    image_format, data = encode_compressed_depth(depth, compression)
+    return CompressedImage(header=header, format=image_format, data=_as_byte_array(np.frombuffer(data, np.uint8)))
 
 
 def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, header: Header) -> CameraInfo:
