@@ -1,5 +1,7 @@
 """rosbag2 input: a bag written here with rosbags (Image, depth, CameraInfo, /tf, /tf_static), the TF
-buffer's chain lookup and interpolation, and `showroom reconstruct BAG` against the sample's poses."""
+buffer's chain lookup and interpolation (the same rule as the node's pose history), the node's decoder on
+rosbags messages (compressedDepth png and rvl included), and `showroom reconstruct BAG` against the
+sample's poses."""
 
 from __future__ import annotations
 
@@ -14,10 +16,18 @@ from scipy.spatial.transform import Rotation
 
 from showroom_ros.apps.cli import main
 from showroom_ros.apps.offline import BagOptions, TransformBuffer, TransformError, load_bag
-from showroom_ros.geometry.poses import orthonormalize
+from showroom_ros.geometry.poses import PoseHistory, orthonormalize
 from showroom_ros.io.bags import BagMessage, write_bag
 from showroom_ros.io.datasets import load_frame_folder
 from showroom_ros.io.export import load_reconstruction
+from showroom_ros.io.sensor_messages import (
+    MessageError,
+    compressed_depth_to_array,
+    compressed_to_rgb,
+    depth_image_to_array,
+    encode_compressed_depth,
+    image_to_rgb,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "redkitchen"
@@ -115,11 +125,23 @@ def _camera_info(stamp_ns: int, frame: str, k: np.ndarray, width: int, height: i
     return bytes(TS.serialize_cdr(message, "sensor_msgs/msg/CameraInfo"))
 
 
-def sample_bag_messages(pose_topic: bool = False) -> tuple[list[BagMessage], list[np.ndarray]]:
+def _compressed_depth(stamp_ns: int, frame: str, depth: np.ndarray, compression: str) -> bytes:
+    image_format, data = encode_compressed_depth(depth, compression)
+    message = TS.types["sensor_msgs/msg/CompressedImage"](
+        header=_header(stamp_ns, frame), format=image_format, data=np.frombuffer(data, np.uint8)
+    )
+    return bytes(TS.serialize_cdr(message, "sensor_msgs/msg/CompressedImage"))
+
+
+def sample_bag_messages(
+    pose_topic: bool = False, depth_transport: tuple[str, str] | None = None
+) -> tuple[list[BagMessage], list[np.ndarray]]:
     """The 5 sample frames recorded as a robot would: plus a repeated and a blurred frame, and a TF
     tree map -> odom -> base_link -> camera_link -> optical whose moving edge is sampled 20 ms either
     side of each image, so the camera pose at the image stamp only comes out right if interpolated.
-    ``pose_topic``: no TF; the optical frame's poses in 'odom' on /camera/pose (PoseStamped) instead."""
+    ``pose_topic``: no TF; the optical frame's poses in 'odom' on /camera/pose (PoseStamped) instead.
+    ``depth_transport`` ("16UC1" or "32FC1", "png" or "rvl"): depth as compressed_depth_image_transport
+    publishes it, on /camera/depth/image_raw/compressedDepth (32FC1: the millimetres as metres)."""
     keyframes = load_frame_folder(SAMPLE)
     lines = [line.split() for line in (SAMPLE / "frames_c2w.txt").read_text().splitlines() if line[:1] != "#"]
     depths_mm = [cv2.imread(str(SAMPLE / fields[1]), cv2.IMREAD_UNCHANGED) for fields in lines]
@@ -200,14 +222,23 @@ def sample_bag_messages(pose_topic: bool = False) -> tuple[list[BagMessage], lis
                 _camera_info(depth_stamp, OPTICAL, depth_k, 640, 480),
             )
         )
-        messages.append(
-            BagMessage(
+        if depth_transport is None:
+            depth_message = BagMessage(
                 "/camera/depth/image_raw",
                 "sensor_msgs/msg/Image",
                 depth_stamp + 2_000_000,
                 _image(depth_stamp, OPTICAL, depths_mm[index].astype(np.uint16), "16UC1"),
             )
-        )
+        else:
+            encoding, compression = depth_transport
+            depth = depths_mm[index] if encoding == "16UC1" else (depths_mm[index] / 1000.0).astype(np.float32)
+            depth_message = BagMessage(
+                "/camera/depth/image_raw/compressedDepth",
+                "sensor_msgs/msg/CompressedImage",
+                depth_stamp + 2_000_000,
+                _compressed_depth(depth_stamp, OPTICAL, depth, compression),
+            )
+        messages.append(depth_message)
     messages.sort(key=lambda m: m.stamp_ns)
     return messages, [orthonormalize(k.pose) for k in keyframes]
 
@@ -255,6 +286,31 @@ def test_transform_buffer_chains_and_interpolates() -> None:
     tolerant = TransformBuffer(tolerance_ns=5)
     tolerant.add("a", "b", 10, [1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0])
     assert tolerant.lookup("a", "b", 14)[0, 3] == 1.0
+
+
+def test_tf_edges_and_the_pose_history_interpolate_alike() -> None:
+    """One interpolation rule: a TF edge (fed out of order) and the node's PoseHistory, fed the same generated
+    samples, give the same pose at every stamp and refuse the same stamps (outside the span by more than
+    the tolerance)."""
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        count, tolerance = int(rng.integers(1, 8)), int(rng.integers(0, 50))
+        stamps = np.cumsum(rng.integers(1, 200, count)) + 1_000
+        poses = [_rigid(rng.normal(size=3) * rng.uniform(0, 2), rng.normal(size=3)) for _ in range(count)]
+        tf, history = TransformBuffer(tolerance_ns=tolerance), PoseHistory(tolerance_ns=tolerance)
+        for stamp, pose in zip(stamps, poses, strict=True):
+            history.add(int(stamp), pose)
+        for index in rng.permutation(count):  # a bag's TF arrives in recording order, not stamp order
+            x, y, z, w = Rotation.from_matrix(poses[index][:3, :3]).as_quat()
+            tf.add("odom", "camera", int(stamps[index]), poses[index][:3, 3], [x, y, z, w])
+        queries = np.concatenate([stamps, rng.integers(int(stamps[0]) - 80, int(stamps[-1]) + 80, 30)])
+        for stamp in queries.tolist():
+            expected = history.lookup(stamp)
+            if expected is None:
+                with pytest.raises(TransformError, match=r"before the first|after the last"):
+                    tf.lookup("odom", "camera", stamp)
+            else:
+                np.testing.assert_allclose(tf.lookup("odom", "camera", stamp), expected, atol=1e-9)
 
 
 def test_bag_keyframes_follow_the_tf_chain(sample_bag: tuple[Path, list[np.ndarray]]) -> None:
@@ -335,10 +391,29 @@ def test_bad_bags_give_one_line_errors(
     assert "--all" in _fails(["reconstruct", str(path), "--all", "--out", out], capsys)
 
 
-def test_image_decoding_without_ros() -> None:
-    """Colour and depth messages as drivers publish them, decoded from rosbags objects."""
-    from showroom_ros.apps.offline import decode_colour, decode_depth
+@pytest.mark.parametrize("transport", [("16UC1", "rvl"), ("32FC1", "rvl"), ("32FC1", "png")])
+def test_compressed_depth_bags_give_the_raw_bags_depth(
+    sample_bag: tuple[Path, list[np.ndarray]], tmp_path: Path, transport: tuple[str, str]
+) -> None:
+    """Depth recorded through compressed_depth_image_transport (RVL, or 32FC1 as quantised inverse depth)
+    gives the keyframes the raw recording gives: exactly for 16UC1, within a quantisation step for 32FC1."""
+    raw = load_bag(sample_bag[0])
+    messages, _ = sample_bag_messages(depth_transport=transport)
+    compressed = load_bag(write_bag(tmp_path / "compressed", messages, storage="mcap"))
+    assert any("/camera/depth/image_raw/compressedDepth" in note for note in compressed.notes)
+    assert len(compressed.keyframes) == len(raw.keyframes) == 5
+    for ours, theirs in zip(compressed.keyframes, raw.keyframes, strict=True):
+        assert ours.depth is not None and theirs.depth is not None
+        assert np.array_equal(np.isnan(ours.depth), np.isnan(theirs.depth))
+        if transport[0] == "16UC1":
+            np.testing.assert_array_equal(ours.depth, theirs.depth)
+        else:  # |1/d - 1/d'| <= 1/A, A = 100 x 101 (the publisher's default quantisation)
+            valid = ~np.isnan(theirs.depth)
+            assert np.all(np.abs(1 / ours.depth[valid] - 1 / theirs.depth[valid]) <= 1.01 / 10_100)
 
+
+def test_rosbags_messages_decode_with_the_node_rules() -> None:
+    """Colour and depth messages as drivers publish them, read by rosbags and decoded by the node's decoder."""
     rgb = np.random.default_rng(3).integers(0, 256, (6, 10, 3), dtype=np.uint8)
     image_type, compressed_type = (
         TS.types["sensor_msgs/msg/Image"],
@@ -361,45 +436,32 @@ def test_image_decoding_without_ros() -> None:
             data=padded.reshape(-1),
         )
 
-    topic = "/camera/image"
-    assert np.array_equal(decode_colour(image(rgb, "rgb8"), "sensor_msgs/msg/Image", topic), rgb)
-    assert np.array_equal(decode_colour(image(rgb, "rgb8", step=40), "sensor_msgs/msg/Image", topic), rgb)
-    assert np.array_equal(decode_colour(image(rgb[..., ::-1], "bgr8"), "sensor_msgs/msg/Image", topic), rgb)
-    mono = decode_colour(image(rgb[..., 0], "mono8"), "sensor_msgs/msg/Image", topic)
-    assert np.array_equal(mono, np.repeat(rgb[..., :1], 3, axis=2))
+    def compressed(image_format: str, data: bytes):
+        return compressed_type(header=_header(0, "cam"), format=image_format, data=np.frombuffer(data, np.uint8))
+
+    assert np.array_equal(image_to_rgb(image(rgb, "rgb8")), rgb)
+    assert np.array_equal(image_to_rgb(image(rgb, "rgb8", step=40)), rgb)
+    assert np.array_equal(image_to_rgb(image(rgb[..., ::-1], "bgr8")), rgb)
+    assert np.array_equal(image_to_rgb(image(rgb[..., 0], "mono8")), np.repeat(rgb[..., :1], 3, axis=2))
     ok, png = cv2.imencode(".png", rgb[..., ::-1])
-    compressed = compressed_type(
-        header=_header(0, "cam"),
-        format="rgb8; png compressed bgr8",
-        data=np.frombuffer(png.tobytes(), np.uint8),
-    )
-    assert ok and np.array_equal(decode_colour(compressed, "sensor_msgs/msg/CompressedImage", topic), rgb)
+    assert ok and np.array_equal(compressed_to_rgb(compressed("rgb8; png compressed bgr8", png.tobytes())), rgb)
     truncated = image(rgb, "rgb8")
     truncated.data = truncated.data[:-5]
-    with pytest.raises(ValueError, match="truncated image on /camera/image"):
-        decode_colour(truncated, "sensor_msgs/msg/Image", topic)
-    with pytest.raises(ValueError, match="16-bit"):
-        decode_colour(image(rgb.astype(np.uint16), "rgb16"), "sensor_msgs/msg/Image", topic)
+    with pytest.raises(MessageError, match="truncated"):
+        image_to_rgb(truncated)
+    with pytest.raises(MessageError, match="unsupported image encoding"):
+        image_to_rgb(image(rgb.astype(np.uint16), "rgb16"))
 
     millimetres = np.array([[0, 1000, 2500], [65535, 42, 1]], np.uint16)
-    metres = decode_depth(image(millimetres, "16UC1"), "sensor_msgs/msg/Image", topic, 1000.0)
-    assert np.isnan(metres[0, 0]) and metres[0, 1] == 1.0 and metres[0, 2] == 2.5
-    big = decode_depth(
-        image(millimetres.astype(">u2"), "16UC1", bigendian=1), "sensor_msgs/msg/Image", topic, 1000.0
-    )
-    np.testing.assert_array_equal(big, metres)
+    assert np.array_equal(depth_image_to_array(image(millimetres, "16UC1")), millimetres)
+    big = image(millimetres.astype(">u2"), "16UC1", bigendian=1)
+    assert np.array_equal(depth_image_to_array(big), millimetres)
     floats = np.array([[0.5, np.nan, 2.0]], np.float32)
-    np.testing.assert_array_equal(
-        decode_depth(image(floats, "32FC1"), "sensor_msgs/msg/Image", topic, 1000.0), floats
-    )
-    ok, depth_png = cv2.imencode(".png", millimetres)
-    packed = compressed_type(
-        header=_header(0, "cam"),
-        format="16UC1; compressedDepth png",
-        data=np.frombuffer(bytes(12) + depth_png.tobytes(), np.uint8),
-    )
-    np.testing.assert_array_equal(
-        decode_depth(packed, "sensor_msgs/msg/CompressedImage", topic, 1000.0), metres
-    )
-    with pytest.raises(ValueError, match="16UC1, mono16 or 32FC1"):
-        decode_depth(image(rgb, "rgb8"), "sensor_msgs/msg/Image", topic, 1000.0)
+    np.testing.assert_array_equal(depth_image_to_array(image(floats, "32FC1")), floats)
+    for compression in ("png", "rvl"):
+        packed = compressed(*encode_compressed_depth(millimetres, compression))
+        np.testing.assert_array_equal(compressed_depth_to_array(packed), millimetres)
+        metres = compressed_depth_to_array(compressed(*encode_compressed_depth(floats, compression)))
+        np.testing.assert_allclose(metres, floats, rtol=1e-4)  # 32FC1: refused by the bag reader before
+    with pytest.raises(MessageError, match="expected a depth image"):
+        depth_image_to_array(image(rgb, "rgb8"))

@@ -6,27 +6,35 @@ the node's own :class:`~showroom_ros.capture.keyframes.KeyframeSelector` (folder
 :class:`~showroom_ros.capture.collector.KeyframeCollector` (bags), so ``showroom reconstruct`` and the node
 reconstruct the same views. Bags are read with ``rosbags`` (no ROS install needed); camera poses come
 from the bag's ``/tf`` and ``/tf_static`` through :class:`TransformBuffer`, a small ROS-free TF
-buffer that interpolates the camera frame's pose in a fixed frame at each image stamp.
+buffer that interpolates the camera frame's pose in a fixed frame at each image stamp. Messages are
+decoded by :mod:`showroom_ros.io.sensor_messages`, the node's own decoder, and poses interpolated by
+:func:`showroom_ros.geometry.poses.interpolate_pose`, the node's own rule.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation, Slerp
 
 from showroom_ros.capture.collector import CollectorConfig, KeyframeCollector
 from showroom_ros.capture.keyframes import Keyframe, KeyframeBuffer, KeyframeSelector, KeyframeSelectorConfig
 from showroom_ros.geometry.camera import CameraIntrinsics
-from showroom_ros.geometry.poses import PoseHistory
+from showroom_ros.geometry.poses import PoseHistory, StampOutOfRange, interpolate_pose, rigid_pose
 from showroom_ros.io.datasets import DatasetError, find_index, load_frame_folder, read_frame_index, read_rgb
+from showroom_ros.io.sensor_messages import (
+    MessageError,
+    camera_info_to_intrinsics,
+    compressed_depth_to_array,
+    compressed_to_rgb,
+    depth_image_to_array,
+    image_to_rgb,
+    stamp_to_ns,
+)
 from showroom_ros.reconstruction.rgbd import depth_to_metres
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # what datasets.load_frame_folder lists
@@ -81,77 +89,52 @@ def _strip(frame: str) -> str:
 
 @dataclass
 class _Edge:
-    """Transforms of one child frame in its parent frame (``T_parent_child``) over time."""
+    """Transforms of one child frame in its parent frame (``T_parent_child``) over time.
+
+    The tree's storage rules live here (a re-published static transform replaces the old one; samples
+    may arrive out of order and are sorted once); the value at a stamp is :func:`interpolate_pose`'s.
+    """
 
     parent: str
     static: bool
     stamps: list[int] = field(default_factory=list)
-    translations: list[np.ndarray] = field(default_factory=list)
-    quaternions: list[np.ndarray] = field(default_factory=list)  # x, y, z, w
+    poses: list[np.ndarray] = field(default_factory=list)
     _sorted: bool = True
 
-    def add(self, stamp_ns: int, translation: np.ndarray, quaternion: np.ndarray) -> None:
-        if self.static:  # a re-published static transform replaces the old one
-            self.stamps, self.translations, self.quaternions = [stamp_ns], [translation], [quaternion]
+    def add(self, stamp_ns: int, pose: np.ndarray) -> None:
+        if self.static:
+            self.stamps, self.poses = [stamp_ns], [pose]
             return
         if self.stamps and stamp_ns < self.stamps[-1]:
             self._sorted = False
         self.stamps.append(stamp_ns)
-        self.translations.append(translation)
-        self.quaternions.append(quaternion)
-
-    def _sort(self) -> None:
-        if self._sorted:
-            return
-        order = sorted(range(len(self.stamps)), key=self.stamps.__getitem__)
-        self.stamps = [self.stamps[i] for i in order]
-        self.translations = [self.translations[i] for i in order]
-        self.quaternions = [self.quaternions[i] for i in order]
-        self._sorted = True
+        self.poses.append(pose)
 
     def at(self, stamp_ns: int, tolerance_ns: int, child: str) -> np.ndarray:
-        """``T_parent_child`` at the stamp: linear/slerp between samples, nearest within the tolerance."""
+        """``T_parent_child`` at the stamp (a static edge holds at every stamp)."""
         if self.static:
-            return _matrix(self.translations[0], self.quaternions[0])
-        self._sort()
-        stamps = self.stamps
-        index = bisect.bisect_left(stamps, stamp_ns)
-        if index < len(stamps) and stamps[index] == stamp_ns:
-            return _matrix(self.translations[index], self.quaternions[index])
-        if index == 0 or index == len(stamps):
-            nearest = 0 if index == 0 else len(stamps) - 1
-            if abs(stamps[nearest] - stamp_ns) <= tolerance_ns:
-                return _matrix(self.translations[nearest], self.quaternions[nearest])
-            side = "before the first" if index == 0 else "after the last"
+            return self.poses[0].copy()
+        if not self._sorted:
+            order = sorted(range(len(self.stamps)), key=self.stamps.__getitem__)
+            self.stamps = [self.stamps[i] for i in order]
+            self.poses = [self.poses[i] for i in order]
+            self._sorted = True
+        try:
+            return interpolate_pose(self.stamps, self.poses, stamp_ns, tolerance_ns)
+        except StampOutOfRange as error:
             raise TransformError(
-                f"no transform {self.parent} -> {child} at {stamp_ns / 1e9:.3f} s: it is {side} one "
-                f"(recorded from {stamps[0] / 1e9:.3f} s to {stamps[-1] / 1e9:.3f} s)"
-            )
-        before, after = index - 1, index
-        alpha = (stamp_ns - stamps[before]) / (stamps[after] - stamps[before])
-        translation = (1.0 - alpha) * self.translations[before] + alpha * self.translations[after]
-        rotations = Rotation.from_quat(np.stack([self.quaternions[before], self.quaternions[after]]))
-        rotation = Slerp([0.0, 1.0], rotations)([alpha])[0]
-        matrix = np.eye(4)
-        matrix[:3, :3] = rotation.as_matrix()
-        matrix[:3, 3] = translation
-        return matrix
-
-
-def _matrix(translation: np.ndarray, quaternion: np.ndarray) -> np.ndarray:
-    matrix = np.eye(4)
-    matrix[:3, :3] = Rotation.from_quat(quaternion).as_matrix()
-    matrix[:3, 3] = translation
-    return matrix
+                f"no transform {self.parent} -> {child} at {stamp_ns / 1e9:.3f} s: it is {error.side} one "
+                f"(recorded from {error.first_ns / 1e9:.3f} s to {error.last_ns / 1e9:.3f} s)"
+            ) from None
 
 
 class TransformBuffer:
     """The transform tree of a recording (``/tf`` + ``/tf_static``), queried at any recorded stamp.
 
     Like tf2, every frame has one parent; a lookup walks both frames up to their common ancestor and
-    composes the edges, each interpolated at the stamp (linear translation, slerp rotation). It does
-    not extrapolate: a stamp outside an edge's recorded span is an error unless it is within
-    ``tolerance_ns`` of the nearest sample. Built once from a whole bag, so unlike a live buffer it
+    composes the edges, each interpolated at the stamp by :func:`interpolate_pose` (linear translation,
+    slerp rotation). It does not extrapolate: a stamp outside an edge's recorded span is an error unless
+    it is within ``tolerance_ns`` of the nearest sample. Built once from a whole bag, so unlike a live buffer it
     can interpolate at an image stamp with samples recorded after the image.
     """
 
@@ -183,20 +166,19 @@ class TransformBuffer:
         edge = self._edges.get(child)
         if edge is None or edge.parent != parent or edge.static != static:
             edge = self._edges[child] = _Edge(parent, static)
-        edge.add(int(stamp_ns), t, q / norm)
+        edge.add(int(stamp_ns), rigid_pose(t, q / norm))
         return True
 
     def add_message(self, message: Any, static: bool = False) -> int:
         """Add the transforms of a tf2_msgs/TFMessage (rosbags or rclpy); returns how many were valid."""
         added = 0
         for transform in message.transforms:
-            stamp = transform.header.stamp
             translation = transform.transform.translation
             rotation = transform.transform.rotation
             added += self.add(
                 transform.header.frame_id,
                 transform.child_frame_id,
-                int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
+                stamp_to_ns(transform.header.stamp),
                 (translation.x, translation.y, translation.z),
                 (rotation.x, rotation.y, rotation.z, rotation.w),
                 static=static,
@@ -431,7 +413,8 @@ def _top_reasons(rejections: Counter[str]) -> str:
 
 # --- bags ----------------------------------------------------------------------------------------
 
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = ("sensor_msgs/msg/Image", COMPRESSED_TYPE)
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TF_TYPE = "tf2_msgs/msg/TFMessage"
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped",)
@@ -523,86 +506,9 @@ def _resolve_topics(topics: dict[str, str], options: BagOptions, path: Path) -> 
     return resolved, notes
 
 
-def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-def _info_to_intrinsics(message: Any, topic: str) -> CameraIntrinsics:
-    k = np.asarray(message.k, dtype=np.float64)
-    if k.shape != (9,) or not (k[0] > 0 and k[4] > 0) or message.width == 0 or message.height == 0:
-        raise OfflineInputError(
-            f"CameraInfo on {topic} has no calibration (K or size is zero): calibrate the camera"
-        )
-    return CameraIntrinsics.from_matrix(k.reshape(3, 3), int(message.width), int(message.height))
-
-
-def _unpadded(message: Any, bytes_per_pixel: int, topic: str) -> Any:
-    """The image with row padding removed and its size checked (rosbags-image assumes packed rows)."""
-    height, width, step = int(message.height), int(message.width), int(message.step)
-    row = width * bytes_per_pixel
-    data = np.asarray(message.data, dtype=np.uint8)
-    if height == 0 or width == 0:
-        raise ValueError(f"empty image ({width}x{height}) on {topic}")
-    if step < row or len(data) < step * (height - 1) + row:
-        raise ValueError(
-            f"truncated image on {topic}: {len(data)} bytes for {width}x{height} {message.encoding} "
-            f"with step {step}"
-        )
-    if step == row and len(data) == row * height:
-        return message
-    rows = np.lib.stride_tricks.as_strided(data, shape=(height, row), strides=(step, 1))
-    return replace(message, data=np.ascontiguousarray(rows).reshape(-1), step=row)
-
-
-def decode_colour(message: Any, msgtype: str, topic: str) -> np.ndarray:
-    """An Image/CompressedImage message (rosbags object) as (H, W, 3) uint8 RGB."""
-    from rosbags.image import ImageError, compressed_image_to_cvimage, image_to_cvimage
-    from rosbags.image.image import to_cvtype
-
-    try:
-        if msgtype.endswith("CompressedImage"):
-            if len(message.data) == 0:
-                raise ValueError(f"empty compressed image on {topic}")
-            image = compressed_image_to_cvimage(message, "rgb8")
-        else:
-            bits, _, _, channels = to_cvtype(message.encoding)
-            if bits != 8:
-                raise ValueError(f"colour image on {topic} has {bits}-bit encoding '{message.encoding}'")
-            image = image_to_cvimage(_unpadded(message, channels, topic), "rgb8")
-    except (ImageError, AssertionError, cv2.error) as error:
-        raise ValueError(
-            f"cannot decode image on {topic} ({getattr(message, 'encoding', '')}): {error}"
-        ) from None
-    image = np.ascontiguousarray(image, dtype=np.uint8)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image on {topic} did not decode to 3 colour channels")
-    return image
-
-
-def decode_depth(message: Any, msgtype: str, topic: str, depth_scale: float) -> np.ndarray:
-    """16UC1/mono16 (``depth_scale`` units per metre) or 32FC1 (metres), raw or compressedDepth, as metres."""
-    if msgtype.endswith("CompressedImage"):
-        data = np.asarray(message.data, dtype=np.uint8).tobytes()
-        encoding = message.format.split(";")[0].strip()
-        if "compressedDepth" not in message.format or encoding not in ("16UC1", "mono16") or len(data) <= 12:
-            raise ValueError(
-                f"depth on {topic} must be a 16UC1 compressedDepth image, got format '{message.format}'"
-            )
-        raw = cv2.imdecode(np.frombuffer(data[12:], np.uint8), cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.ndim != 2 or raw.dtype != np.uint16:
-            raise ValueError(f"cannot decode compressedDepth image on {topic}")
-        return depth_to_metres(raw, depth_scale)
-    layouts = {"16UC1": np.dtype("<u2"), "mono16": np.dtype("<u2"), "32FC1": np.dtype("<f4")}
-    encoding = message.encoding.strip()
-    if encoding not in layouts:
-        raise ValueError(f"depth on {topic} must be 16UC1, mono16 or 32FC1, got '{message.encoding}'")
-    dtype = layouts[encoding]
-    packed = _unpadded(message, dtype.itemsize, topic)
-    raw = np.frombuffer(
-        np.asarray(packed.data, dtype=np.uint8).tobytes(),
-        dtype=dtype.newbyteorder(">" if packed.is_bigendian else "<"),
-    )
-    raw = raw.reshape(int(packed.height), int(packed.width)).astype(dtype.newbyteorder("="))
+def _decode_depth(message: Any, msgtype: str, depth_scale: float) -> np.ndarray:
+    """A depth Image or compressedDepth message in metres (NaN: no depth)."""
+    raw = compressed_depth_to_array(message) if msgtype == COMPRESSED_TYPE else depth_image_to_array(message)
     return depth_to_metres(raw, depth_scale)
 
 
@@ -655,6 +561,8 @@ def load_bag(
         intrinsics: CameraIntrinsics | None = None
         depth_intrinsics: CameraIntrinsics | None = None
         pose_frames: Counter[str] = Counter()
+        pose_samples: list[tuple[int, np.ndarray]] = []
+        info_errors: dict[str, str] = {}
         small = {options.camera_info_topic, options.depth_info_topic, options.pose_topic}
         if options.use_poses and options.pose_topic is None:
             small |= {t for t, m in topics.items() if m == TF_TYPE}
@@ -666,24 +574,37 @@ def load_bag(
             for connection, _, data in reader.messages(connections=connections):
                 bar.update(1)
                 message = deserialize(data, connection.msgtype, connection.topic)
+                # As the node does, a bad CameraInfo is skipped and the first valid one is used.
                 if connection.topic == options.camera_info_topic and intrinsics is None:
-                    intrinsics = _info_to_intrinsics(message, connection.topic)
+                    try:
+                        intrinsics = camera_info_to_intrinsics(message)
+                    except MessageError as error:
+                        info_errors[connection.topic] = str(error)
                 elif connection.topic == options.depth_info_topic and depth_intrinsics is None:
-                    depth_intrinsics = _info_to_intrinsics(message, connection.topic)
+                    try:
+                        depth_intrinsics = camera_info_to_intrinsics(message)
+                    except MessageError as error:
+                        info_errors[connection.topic] = str(error)
                 elif connection.topic == options.pose_topic:
                     pose_frames[_strip(message.header.frame_id)] += 1
                     p, q = message.pose.position, message.pose.orientation
-                    if np.linalg.norm([q.x, q.y, q.z, q.w]) > 1e-6:
-                        pose_history.add(
-                            _stamp_ns(message.header),
-                            _matrix(np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w])),
-                        )
+                    t, r = np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w])
+                    if np.all(np.isfinite(t)) and np.all(np.isfinite(r)) and np.linalg.norm(r) > 1e-6:
+                        pose_samples.append((stamp_to_ns(message.header.stamp), rigid_pose(t, r)))
                 elif connection.msgtype == TF_TYPE:
                     tf.add_message(message, static="static" in connection.topic)
         finally:
             bar.close()
-        if options.camera_info_topic and intrinsics is None:
-            notes.append(f"no message on {options.camera_info_topic}: keyframes have no intrinsics")
+        # Recording order is not stamp order: the history is filled sorted, so it never restarts.
+        for stamp_ns, pose in sorted(pose_samples, key=lambda sample: sample[0]):
+            pose_history.add(stamp_ns, pose)
+        for topic, found, what in (
+            (options.camera_info_topic, intrinsics, "intrinsics"),
+            (options.depth_info_topic, depth_intrinsics, "depth intrinsics"),
+        ):
+            if topic and found is None:
+                why = f"no valid CameraInfo ({info_errors[topic]})" if topic in info_errors else "no message"
+                notes.append(f"{why} on {topic}: keyframes have no {what}")
         if tf.invalid_transforms:
             notes.append(f"ignored {tf.invalid_transforms} invalid TF transforms (zero quaternion or NaN)")
 
@@ -754,13 +675,11 @@ def load_bag(
                 if connection.topic == options.depth_topic:
                     message = deserialize(data, connection.msgtype, connection.topic)
                     try:
-                        depth = decode_depth(
-                            message, connection.msgtype, connection.topic, options.depth_scale
-                        )
-                    except ValueError as error:
+                        depth = _decode_depth(message, connection.msgtype, options.depth_scale)
+                    except ValueError as error:  # MessageError, or a depth_scale depth_to_metres refuses
                         rejections[f"bad depth image: {error}"] += 1
                         continue
-                    outcomes = collector.add_depth(0, _stamp_ns(message.header), depth, log_ns)
+                    outcomes = collector.add_depth(0, stamp_to_ns(message.header.stamp), depth, log_ns)
                 else:
                     images_seen += 1
                     if not collector.should_evaluate(0, log_ns):
@@ -768,13 +687,14 @@ def load_bag(
                     else:
                         message = deserialize(data, connection.msgtype, connection.topic)
                         try:
-                            image = decode_colour(message, connection.msgtype, connection.topic)
-                        except ValueError as error:
+                            compressed = connection.msgtype == COMPRESSED_TYPE
+                            image = compressed_to_rgb(message) if compressed else image_to_rgb(message)
+                        except MessageError as error:
                             rejections[f"bad image: {error}"] += 1
                             continue
                         frame_id = options.camera_frame or message.header.frame_id
                         outcomes = [
-                            collector.add_image(0, _stamp_ns(message.header), image, frame_id, log_ns)
+                            collector.add_image(0, stamp_to_ns(message.header.stamp), image, frame_id, log_ns)
                         ]
                 for outcome in outcomes:
                     if outcome.kind == "rejected" and "buffer is full" not in outcome.reason:
@@ -815,11 +735,3 @@ def load_bag(
     names = [f"{options.image_topic}@{k.stamp_ns / 1e9:.3f}" for k in keyframes]
     fixed = pose_state["fixed"] if any(k.pose is not None for k in keyframes) else None
     return OfflineInput(keyframes, "rosbag2", path, images_seen, notes, rejections, names, fixed)
-
-
-def iter_bag_topics(path: Path) -> Iterable[tuple[str, str, int]]:
-    """(topic, type, message count) of a bag: what ``--image-topic`` and friends can name."""
-    from rosbags.rosbag2 import Reader
-
-    with Reader(path) as reader:
-        yield from ((c.topic, c.msgtype, c.msgcount) for c in reader.connections)

@@ -1,9 +1,15 @@
-"""Camera poses over time: a bounded history that answers "where was the camera at stamp t"."""
+"""Poses over time: the one rule for "where was this frame at stamp t", and the node's bounded history.
+
+:func:`interpolate_pose` is the single interpolation owner: the node's :class:`PoseHistory` (a pose
+topic) and the bag reader's TF tree (``apps/offline.py`` ``TransformBuffer``, per edge) both answer
+through it, so a pose read live and one read from a bag at the same stamp agree.
+"""
 
 from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
@@ -29,12 +35,68 @@ def pose_distance(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return translation, angle
 
 
-class PoseHistory:
-    """Stamped poses of one frame, interpolated (slerp + lerp) at query stamps.
+def rigid_pose(translation: Sequence[float], quaternion_xyzw: Sequence[float]) -> np.ndarray:
+    """4x4 pose from a translation and an x, y, z, w quaternion (normalised here; zero is an error)."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = Rotation.from_quat(np.asarray(quaternion_xyzw, dtype=np.float64)).as_matrix()
+    matrix[:3, 3] = np.asarray(translation, dtype=np.float64)
+    return matrix
 
-    Queries between two samples interpolate; queries outside the covered span return the
-    nearest sample only within ``tolerance_ns`` and ``None`` otherwise, so a caller can wait
-    for a pose that has not arrived yet instead of extrapolating.
+
+class StampOutOfRange(LookupError):
+    """A stamp before the first or after the last sample by more than the tolerance.
+
+    Poses are never extrapolated: a live caller waits for the sample that has not arrived yet, and a
+    bag reader reports the recorded span.
+    """
+
+    def __init__(self, stamp_ns: int, first_ns: int, last_ns: int) -> None:
+        self.stamp_ns, self.first_ns, self.last_ns = stamp_ns, first_ns, last_ns
+        self.side = "before the first" if stamp_ns < first_ns else "after the last"
+        super().__init__(
+            f"{stamp_ns / 1e9:.3f} s is {self.side} sample "
+            f"(recorded from {first_ns / 1e9:.3f} s to {last_ns / 1e9:.3f} s)"
+        )
+
+
+def interpolate_pose(
+    stamps: Sequence[int], poses: Sequence[np.ndarray], stamp_ns: int, tolerance_ns: int
+) -> np.ndarray:
+    """The pose at ``stamp_ns`` from samples sorted by stamp (4x4 poses, ``stamps`` ascending, not empty).
+
+    - A sample's own stamp gives that sample (a copy, as it was stored).
+    - Between two samples: translation interpolated linearly, rotation by slerp, both at the same
+      fraction of the interval; the two samples are made rigid first (tracked poses are often
+      slightly non-orthonormal), so the result is always rigid.
+    - Outside the samples' span: the nearest sample if it is at most ``tolerance_ns`` away, else
+      :class:`StampOutOfRange`.
+    """
+    if not len(stamps) or len(stamps) != len(poses):
+        raise ValueError(f"need as many poses as stamps, at least one; got {len(poses)} and {len(stamps)}")
+    index = bisect.bisect_left(stamps, stamp_ns)
+    if index < len(stamps) and stamps[index] == stamp_ns:
+        return np.array(poses[index], dtype=np.float64)
+    if index == 0 or index == len(stamps):
+        nearest = 0 if index == 0 else len(stamps) - 1
+        if abs(stamps[nearest] - stamp_ns) <= tolerance_ns:
+            return np.array(poses[nearest], dtype=np.float64)
+        raise StampOutOfRange(int(stamp_ns), int(stamps[0]), int(stamps[-1]))
+    before, after = index - 1, index
+    fraction = (stamp_ns - stamps[before]) / (stamps[after] - stamps[before])
+    p0, p1 = orthonormalize(poses[before]), orthonormalize(poses[after])
+    slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([p0[:3, :3], p1[:3, :3]])))
+    out = np.eye(4)
+    out[:3, :3] = slerp([fraction]).as_matrix()[0]
+    out[:3, 3] = (1.0 - fraction) * p0[:3, 3] + fraction * p1[:3, 3]
+    return out
+
+
+class PoseHistory:
+    """Stamped poses of one frame as they arrive live, bounded, answered by :func:`interpolate_pose`.
+
+    A lookup outside the covered span (beyond ``tolerance_ns``) returns ``None``, so a caller can wait
+    for a pose that has not arrived yet instead of extrapolating. Time going backwards (a replayed bag
+    looping) starts a new history; a sample at the latest stamp replaces it.
     """
 
     def __init__(self, max_samples: int = 2000, tolerance_ns: int = 50_000_000) -> None:
@@ -69,21 +131,7 @@ class PoseHistory:
     def lookup(self, stamp_ns: int) -> np.ndarray | None:
         if not self._stamps:
             return None
-        stamps = self._stamps
-        index = bisect.bisect_left(stamps, stamp_ns)
-        if index < len(stamps) and stamps[index] == stamp_ns:
-            return self._poses[index].copy()
-        if index == 0 or index == len(stamps):
-            nearest = 0 if index == 0 else len(stamps) - 1
-            if abs(stamps[nearest] - stamp_ns) <= self.tolerance_ns:
-                return self._poses[nearest].copy()
+        try:
+            return interpolate_pose(self._stamps, self._poses, stamp_ns, self.tolerance_ns)
+        except StampOutOfRange:
             return None
-        before, after = index - 1, index
-        t0, t1 = stamps[before], stamps[after]
-        fraction = (stamp_ns - t0) / (t1 - t0)
-        p0, p1 = orthonormalize(self._poses[before]), orthonormalize(self._poses[after])
-        slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([p0[:3, :3], p1[:3, :3]])))
-        out = np.eye(4)
-        out[:3, :3] = slerp([fraction]).as_matrix()[0]
-        out[:3, 3] = (1.0 - fraction) * p0[:3, 3] + fraction * p1[:3, 3]
-        return out
