@@ -171,14 +171,16 @@ def bench_registration_noise(trials: int = 200) -> None:
     """Scale error of the pose alignment as camera-centre noise grows (5 cameras on a 2 m arc)."""
     from scipy.spatial.transform import Rotation
 
-    from showroom_ros.reconstruction.registration import Similarity
+    from showroom_ros.geometry.similarity import Similarity
 
     rng = np.random.default_rng(7)
     angles = np.linspace(0, 1.2, 5)
     known = np.repeat(np.eye(4)[None], 5, axis=0)
     known[:, :3, :3] = Rotation.random(5, random_state=rng).as_matrix()
     known[:, :3, 3] = np.stack([2 * np.cos(angles), 2 * np.sin(angles), rng.uniform(-0.3, 0.3, 5)], 1)
-    truth = Similarity(0.5, Rotation.random(random_state=rng).as_matrix(), rng.uniform(-5, 5, 3))
+    truth = Similarity(
+        scale=0.5, rotation=Rotation.random(random_state=rng).as_matrix(), translation=rng.uniform(-5, 5, 3)
+    )
     print(f"\n## pose alignment under camera-centre noise ({trials} trials each)")
     print("| noise | median scale error | 95th percentile | median centre RMS |")
     print("|---|---|---|---|")
@@ -200,8 +202,9 @@ def bench_mapping() -> None:
     """Overlap alignment of the accumulated map on the redkitchen RGB-D halves (keyframes 0-2, 2-4)."""
     from scipy.spatial.transform import Rotation
 
+    from showroom_ros.geometry.similarity import Similarity
     from showroom_ros.mapping.point_map import AccumulatedMap
-    from showroom_ros.reconstruction.registration import Similarity, transform_reconstruction
+    from showroom_ros.reconstruction.registration import transform_reconstruction
     from showroom_ros.reconstruction.rgbd import RGBDFusionConfig, fuse_rgbd
 
     keyframes = load_frame_folder(DATA)
@@ -215,7 +218,7 @@ def bench_mapping() -> None:
     print("| unknown scale | seconds | fitness | camera error max | rotation error | scale error |")
     print("|---|---|---|---|---|---|")
     for scale, metric in ((1.0, True), (0.3, False)):
-        moved = Similarity(scale, rotation, np.array([1.0, -2.0, 0.5]))
+        moved = Similarity(scale=scale, rotation=rotation, translation=np.array([1.0, -2.0, 0.5]))
         world = AccumulatedMap()
         world.merge(first)
         started = time.perf_counter()

@@ -8,8 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
 
-from showroom_ros.models import align_local_to_global, estimate_focal, estimate_poses, umeyama_similarity
+from showroom_ros.geometry.similarity import Similarity
+from showroom_ros.models import align_local_to_global, estimate_focal, estimate_poses
 from showroom_ros.models.postprocess import solve_pose_pnp
 
 
@@ -105,19 +109,45 @@ def test_random_weights_take_upstreams_failure_path(golden: dict[str, Any]) -> N
         )
 
 
-def test_umeyama_recovers_a_known_similarity() -> None:
-    rng = np.random.default_rng(0)
-    source = rng.normal(size=(200, 3))
-    angle = 0.7
-    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    target = 2.5 * source @ rotation.T + np.array([1.0, -2.0, 0.5])
-    fit = umeyama_similarity(source, target)
-    np.testing.assert_allclose(fit.rotation, rotation, atol=1e-10)
-    assert fit.scale == pytest.approx(2.5)
-    np.testing.assert_allclose(fit.translation, [1.0, -2.0, 0.5], atol=1e-10)
-    # A reflection in the data must still give a proper rotation.
-    mirrored = umeyama_similarity(source, source * np.array([1, 1, -1]))
-    assert np.linalg.det(mirrored.rotation) == pytest.approx(1.0)
+def _view(local: np.ndarray, glob: np.ndarray, conf: np.ndarray) -> dict[str, torch.Tensor]:
+    """One view of a batch of one, as the model returns it (float32 tensors)."""
+    return {
+        "pts3d_local": torch.from_numpy(local[None].astype(np.float32)),
+        "pts3d_in_other_view": torch.from_numpy(glob[None].astype(np.float32)),
+        "conf": torch.from_numpy(conf[None].astype(np.float32)),
+    }
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    scale=st.floats(-1.0, 1.0).map(lambda e: 10.0**e),
+    shape=st.sampled_from(["cloud", "line", "point"]),
+)
+def test_alignment_fits_what_fixes_a_similarity_and_keeps_the_local_frame_otherwise(
+    seed: int, scale: float, shape: str
+) -> None:
+    """A cloud or a line of confident pixels is moved onto the global map; a single point cannot fix a
+    similarity, so that view stays in its own frame (identity) instead of collapsing or failing."""
+    rng = np.random.default_rng(seed)
+    truth = Similarity(
+        scale=scale, rotation=Rotation.random(random_state=rng).as_matrix(), translation=rng.uniform(-1, 1, 3)
+    )
+    height, width = 6, 8
+    if shape == "cloud":
+        local = rng.normal(size=(height, width, 3)) + np.array([0.0, 0.0, 4.0])
+    elif shape == "line":
+        local = np.outer(rng.uniform(1, 5, height * width), rng.normal(size=3)).reshape(height, width, 3)
+    else:
+        local = np.broadcast_to(rng.normal(size=3), (height, width, 3)).copy()
+    glob = truth.transform_points(local.reshape(-1, 3)).reshape(height, width, 3)
+    aligned, fits = align_local_to_global([_view(local, glob, rng.uniform(1, 5, (height, width)))])
+    expected = local if shape == "point" else glob
+    np.testing.assert_allclose(aligned[0][0].numpy(), expected, rtol=1e-4, atol=1e-4 * (1 + np.abs(glob).max()))
+    if shape == "point":
+        np.testing.assert_array_equal(fits[0][0].matrix, np.eye(4))
+    else:
+        assert fits[0][0].scale == pytest.approx(scale, rel=1e-4)
 
 
 def test_too_few_confident_pixels_fail_cleanly(synthetic: dict[str, Any]) -> None:

@@ -14,15 +14,16 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from showroom_ros.geometry.similarity import Similarity
 from showroom_ros.io.datasets import load_frame_folder
 from showroom_ros.mapping.point_map import AccumulatedMap, MapAlignmentError, MapConfig
 from showroom_ros.reconstruction.fusion import voxel_fuse
-from showroom_ros.reconstruction.registration import ANCHORED_FRAME_ID, Similarity, transform_reconstruction
+from showroom_ros.reconstruction.registration import ANCHORED_FRAME_ID, transform_reconstruction
 from showroom_ros.reconstruction.result import Reconstruction
 from showroom_ros.reconstruction.rgbd import RGBDFusionConfig, fuse_rgbd
 
 MOVE = Similarity(
-    1.0, Rotation.from_euler("xyz", [20, -40, 70], degrees=True).as_matrix(), np.array([1.0, -2.0, 0.5])
+    rotation=Rotation.from_euler("xyz", [20, -40, 70], degrees=True).as_matrix(), translation=np.array([1.0, -2.0, 0.5])
 )
 
 
@@ -79,7 +80,7 @@ def test_point_budget_coarsens_the_voxels(halves):
 @pytest.mark.parametrize(("scale", "metric"), [(1.0, True), (0.3, False)])
 def test_pose_free_reconstruction_is_aligned_through_the_overlap(halves, scale, metric):
     first, second = halves
-    moved = Similarity(scale, MOVE.rotation, MOVE.translation)
+    moved = Similarity(scale=scale, rotation=MOVE.rotation, translation=MOVE.translation)
     second_elsewhere = transform_reconstruction(second, moved, ANCHORED_FRAME_ID, metric)
     world = AccumulatedMap()
     world.merge(first)

@@ -1,4 +1,5 @@
-"""Geometry: pinhole camera intrinsics and rigid poses (validation, interpolation, distances).
+"""Geometry: pinhole camera intrinsics, rigid poses (validation, interpolation, distances) and
+similarity transforms with their Umeyama fit.
 
 The bottom layer: imports only numpy/scipy, never another showroom_ros folder.
 """

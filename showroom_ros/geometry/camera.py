@@ -53,3 +53,7 @@ class CameraIntrinsics:
             int(width),
             int(height),
         )
+
+    def cropped(self, x: int, y: int, width: int, height: int) -> CameraIntrinsics:
+        """The same camera seen through a ``width`` x ``height`` window whose top-left pixel is (x, y)."""
+        return CameraIntrinsics(self.fx, self.fy, self.cx - x, self.cy - y, int(width), int(height))

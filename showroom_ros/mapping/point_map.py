@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import open3d as o3d
 
+from showroom_ros.geometry.similarity import Similarity
 from showroom_ros.reconstruction.fusion import median_scene_depth
-from showroom_ros.reconstruction.registration import ANCHORED_FRAME_ID, Similarity, transform_reconstruction
+from showroom_ros.reconstruction.registration import ANCHORED_FRAME_ID, transform_reconstruction
 from showroom_ros.reconstruction.result import Reconstruction
 
 
@@ -125,12 +126,10 @@ class AccumulatedMap:
             if not reconstruction.metric:
                 self._voxel_size = self.config.relative_voxel_size * median_scene_depth(reconstruction)
             self._map = self._fuse(_copy(reconstruction), None)
-            report = MergeReport("started the map", Similarity.identity())
+            report = MergeReport("started the map", Similarity())
         elif reconstruction.frame_id == self._map.frame_id and reconstruction.frame_id != ANCHORED_FRAME_ID:
             self._map = self._fuse(self._map, reconstruction)
-            report = MergeReport(
-                f"same frame '{reconstruction.frame_id}' (poses known)", Similarity.identity()
-            )
+            report = MergeReport(f"same frame '{reconstruction.frame_id}' (poses known)", Similarity())
         elif self._map.frame_id == ANCHORED_FRAME_ID and reconstruction.frame_id != ANCHORED_FRAME_ID:
             # The new one is in a world frame: move the pose-free map into it.
             similarity, fitness, rmse = self._align(self._map, reconstruction)
@@ -240,7 +239,9 @@ class AccumulatedMap:
         scale = float(np.cbrt(np.linalg.det(matrix[:3, :3]))) if with_scale else 1.0
         if not scale > 0:
             raise MapAlignmentError("overlap alignment produced a mirrored transform; the map is unchanged")
-        similarity = Similarity(scale * prior_scale, matrix[:3, :3] / scale, matrix[:3, 3])
+        similarity = Similarity(
+            scale=scale * prior_scale, rotation=matrix[:3, :3] / scale, translation=matrix[:3, 3]
+        )
         check = o3d.pipelines.registration.evaluate_registration(
             _cloud(similarity.transform_points(source.points)), target_cloud, 1.5 * voxel
         )

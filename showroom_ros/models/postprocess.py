@@ -7,27 +7,21 @@ This follows upstream's ``MultiViewDUSt3RLitModule`` helpers (ARCHITECTURE.md §
 * poses: per view, OpenCV ``solvePnPRansac`` (SQPnP, 100 iterations, 5 px) between the global pointmap
   and the pixel grid, over pixels with conf > 1; camera-to-world in view 0's camera frame, identity and
   focal ``None`` on failure;
-* alignment: an Umeyama similarity from each view's local pointmap to its global one.
+* alignment: an Umeyama similarity (:func:`showroom_ros.geometry.similarity.umeyama`) from each view's
+  local pointmap to its global one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
 import cv2
 import numpy as np
 import torch
 
+from showroom_ros.geometry.similarity import DegenerateGeometryError, Similarity, umeyama
+
 Outputs = Sequence[Mapping[str, torch.Tensor]]
-
-
-class Similarity(NamedTuple):
-    """y = scale * rotation @ x + translation."""
-
-    rotation: np.ndarray  # (3, 3)
-    translation: np.ndarray  # (3,)
-    scale: float
 
 
 def pixel_grid(height: int, width: int) -> np.ndarray:
@@ -158,30 +152,15 @@ def _best_focal_pose(
     return best[0], best[1]
 
 
-def umeyama_similarity(source: np.ndarray, target: np.ndarray) -> Similarity:
-    """Least-squares similarity with target ≈ s R source + t (Umeyama 1991), computed in float64."""
-    x = np.asarray(source, dtype=np.float64).reshape(-1, 3)
-    y = np.asarray(target, dtype=np.float64).reshape(-1, 3)
-    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
-    xc, yc = x - x_mean, y - y_mean
-    cross = yc.T @ xc
-    u, singular, vt = np.linalg.svd(cross)
-    sign = np.ones(3)
-    sign[2] = np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0
-    rotation = u @ np.diag(sign) @ vt
-    variance = float((xc**2).sum())
-    scale = float((singular * sign).sum() / variance) if variance > 0 else 1.0
-    translation = y_mean - scale * rotation @ x_mean
-    return Similarity(rotation, translation, scale)
-
-
 def align_local_to_global(
     outputs: Outputs, min_conf_thr_percentile: float = 0.0
 ) -> tuple[list[torch.Tensor], list[list[Similarity]]]:
     """Each view's local pointmap mapped into view 0's frame by a similarity fitted to its global map.
 
-    Pixels with global conf at or above the given percentile are used (fewer than 3: all pixels; still
-    fewer: identity). Returns aligned (B, H, W, 3) float32 tensors per view and the similarities [v][b].
+    Pixels with global conf at or above the given percentile are used (fewer than 3: all pixels). Where
+    they cannot fix a similarity (fewer than 3 pixels, coincident points, no positive scale) the view
+    keeps its local frame (identity); collinear points are fitted, as only those points move. Returns
+    aligned (B, H, W, 3) float32 tensors per view and the similarities [v][b].
     """
     aligned_views, similarities = [], []
     for index, view in enumerate(outputs):
@@ -197,11 +176,11 @@ def align_local_to_global(
             if int(mask.sum()) < 3:
                 mask = torch.ones_like(mask)
             src, dst = local[b].reshape(-1, 3), glob[b].reshape(-1, 3)
-            if int(mask.sum()) < 3:
-                fit = Similarity(np.eye(3), np.zeros(3), 1.0)
-            else:
-                fit = umeyama_similarity(src[mask].numpy(), dst[mask].numpy())
-            moved = fit.scale * src.double().numpy() @ fit.rotation.T + fit.translation
+            try:
+                fit = umeyama(src[mask].numpy(), dst[mask].numpy(), min_planarity=0.0)
+            except DegenerateGeometryError:
+                fit = Similarity()
+            moved = fit.transform_points(src.double().numpy())
             aligned.append(torch.from_numpy(moved.astype(np.float32)).reshape(local[b].shape))
             fits.append(fit)
         aligned_views.append(torch.stack(aligned))

@@ -7,7 +7,8 @@ or a pose topic (Umeyama on the camera centres, with the camera orientations whe
 alone cannot fix the rotation), measures scale from depth images when there are any, and applies
 the result to a :class:`~showroom_ros.reconstruction.result.Reconstruction`. With neither poses nor depth
 the result stays in a ``showroom`` frame anchored at the first keyframe's camera, not metric, and
-the report says so.
+the report says so. The transform and its fit are
+:class:`~showroom_ros.geometry.similarity.Similarity` and :func:`~showroom_ros.geometry.similarity.umeyama`.
 
 Everything here checks its geometry first: too few cameras, cameras that did not move, collinear
 cameras and empty depth raise :class:`DegenerateGeometryError` with a message that says what to do.
@@ -21,8 +22,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from showroom_ros.capture.keyframes import Keyframe
-from showroom_ros.geometry.camera import CameraIntrinsics
 from showroom_ros.geometry.poses import orthonormalize
+from showroom_ros.geometry.similarity import DegenerateGeometryError, Similarity, spread_profile, umeyama
 from showroom_ros.reconstruction.result import Reconstruction, TriangleMesh
 
 ANCHORED_FRAME_ID = "showroom"
@@ -32,11 +33,7 @@ MAP_FRAME_ID = "map"
 """Placeholder for the node's ``map_frame`` (the node renames it)."""
 
 
-class DegenerateGeometryError(ValueError):
-    """The cameras or points do not determine the transform (too few, coincident, collinear, no depth)."""
-
-
-# --- similarity transforms --------------------------------------------------------------------------
+# --- aligning predicted cameras to known poses ------------------------------------------------------
 
 
 def _as_rotation(matrix: np.ndarray) -> np.ndarray:
@@ -44,152 +41,6 @@ def _as_rotation(matrix: np.ndarray) -> np.ndarray:
     u, _, vt = np.linalg.svd(np.asarray(matrix, dtype=np.float64))
     correction = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
     return u @ correction @ vt
-
-
-@dataclass(frozen=True)
-class Similarity:
-    """``x -> scale * rotation @ x + translation``: from a reconstruction's frame to the target frame."""
-
-    scale: float
-    rotation: np.ndarray  # (3, 3)
-    translation: np.ndarray  # (3,)
-
-    def __post_init__(self) -> None:
-        rotation = np.asarray(self.rotation, dtype=np.float64)
-        translation = np.asarray(self.translation, dtype=np.float64).reshape(-1)
-        if rotation.shape != (3, 3) or translation.shape != (3,):
-            raise ValueError(
-                f"similarity needs a 3x3 rotation and a 3-vector, got {rotation.shape}, {translation.shape}"
-            )
-        if not (np.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"similarity scale must be a positive finite number, got {self.scale}")
-        if not (np.all(np.isfinite(rotation)) and np.all(np.isfinite(translation))):
-            raise ValueError("similarity rotation and translation must be finite")
-        object.__setattr__(self, "scale", float(self.scale))
-        object.__setattr__(self, "rotation", rotation)
-        object.__setattr__(self, "translation", translation)
-
-    @classmethod
-    def identity(cls) -> Similarity:
-        return cls(1.0, np.eye(3), np.zeros(3))
-
-    @classmethod
-    def from_rigid(cls, transform: np.ndarray, scale: float = 1.0) -> Similarity:
-        """A rigid 4x4 transform, optionally scaled (applied as ``rigid(scale * x)``)."""
-        transform = np.asarray(transform, dtype=np.float64)
-        if transform.shape != (4, 4):
-            raise ValueError(f"expected a 4x4 transform, got {transform.shape}")
-        return cls(scale, transform[:3, :3], transform[:3, 3])
-
-    @property
-    def matrix(self) -> np.ndarray:
-        """The 4x4 matrix ``[[s R, t], [0, 1]]``."""
-        out = np.eye(4)
-        out[:3, :3] = self.scale * self.rotation
-        out[:3, 3] = self.translation
-        return out
-
-    def inverse(self) -> Similarity:
-        inverse_rotation = self.rotation.T
-        return Similarity(
-            1.0 / self.scale, inverse_rotation, -(inverse_rotation @ self.translation) / self.scale
-        )
-
-    def compose(self, first: Similarity) -> Similarity:
-        """``self`` after ``first``: x -> self(first(x))."""
-        return Similarity(
-            self.scale * first.scale,
-            self.rotation @ first.rotation,
-            self.scale * self.rotation @ first.translation + self.translation,
-        )
-
-    def transform_points(self, points: np.ndarray) -> np.ndarray:
-        """(N, 3) points in float64 (callers cast; float32 inputs would lose the 1e-6 accuracy)."""
-        points = np.asarray(points, dtype=np.float64)
-        if points.ndim != 2 or points.shape[1] != 3:
-            raise ValueError(f"points must be (N, 3), got {points.shape}")
-        return self.scale * points @ self.rotation.T + self.translation
-
-    def transform_poses(self, camera_to_frame: np.ndarray) -> np.ndarray:
-        """Camera-to-frame poses (K, 4, 4) in the target frame; they stay rigid (scale moves the centres)."""
-        poses = np.asarray(camera_to_frame, dtype=np.float64)
-        if poses.ndim != 3 or poses.shape[1:] != (4, 4):
-            raise ValueError(f"poses must be (K, 4, 4), got {poses.shape}")
-        out = np.repeat(np.eye(4)[None], len(poses), axis=0)
-        out[:, :3, :3] = self.rotation @ poses[:, :3, :3]
-        out[:, :3, 3] = self.transform_points(poses[:, :3, 3])
-        return out
-
-
-def _check_point_sets(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    source = np.asarray(source, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    if source.ndim != 2 or source.shape[1] != 3 or source.shape != target.shape:
-        raise ValueError(
-            f"need two (N, 3) arrays of corresponding points, got {source.shape} and {target.shape}"
-        )
-    if not (np.all(np.isfinite(source)) and np.all(np.isfinite(target))):
-        raise ValueError("corresponding points must be finite (no NaN or inf)")
-    return source, target
-
-
-def spread_profile(points: np.ndarray) -> np.ndarray:
-    """Singular values of the centred points / sqrt(N): RMS extent along the principal axes, largest first."""
-    centred = points - points.mean(axis=0)
-    return np.linalg.svd(centred, compute_uv=False) / np.sqrt(max(len(points), 1))
-
-
-def umeyama(
-    source: np.ndarray,
-    target: np.ndarray,
-    with_scale: bool = True,
-    min_extent: float = 1e-9,
-    min_planarity: float = 1e-3,
-) -> Similarity:
-    """Least-squares similarity taking ``source`` points onto ``target`` points (Umeyama 1991).
-
-    Closed form: exact on noise-free data for any scale and rotation. Refuses (with
-    :class:`DegenerateGeometryError`) fewer than 3 points, points that coincide (RMS extent below
-    ``min_extent``) and collinear points (second principal extent below ``min_planarity`` of the
-    first), where a rotation about the line cannot be observed.
-    """
-    source, target = _check_point_sets(source, target)
-    count = len(source)
-    if count < 3:
-        raise DegenerateGeometryError(
-            f"need at least 3 corresponding points for a similarity, got {count}: the rotation about "
-            "the line through 2 points is unobservable"
-        )
-    for name, points in (("source", source), ("target", target)):
-        extent = spread_profile(points)
-        if extent[0] <= min_extent:
-            raise DegenerateGeometryError(f"the {name} points all coincide (RMS extent {extent[0]:.3g})")
-        if extent[1] <= min_planarity * extent[0]:
-            raise DegenerateGeometryError(
-                f"the {name} points are collinear (extent ratio {extent[1] / extent[0]:.2g}): "
-                "the rotation about their line is unobservable"
-            )
-    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
-    source_centred, target_centred = source - source_mean, target - target_mean
-    covariance = target_centred.T @ source_centred / count
-    u, singular, vt = np.linalg.svd(covariance)
-    sign = np.ones(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        sign[2] = -1.0
-    rotation = u @ np.diag(sign) @ vt
-    scale = 1.0
-    if with_scale:
-        source_variance = float((source_centred**2).sum() / count)
-        scale = float((singular * sign).sum() / source_variance)
-        if not scale > 0:
-            raise DegenerateGeometryError(
-                f"the point sets do not correspond (estimated scale {scale:.3g} <= 0)"
-            )
-    translation = target_mean - scale * rotation @ source_mean
-    return Similarity(scale, rotation, translation)
-
-
-# --- aligning predicted cameras to known poses ------------------------------------------------------
 
 
 @dataclass
@@ -317,7 +168,7 @@ def align_poses(
                 )
             method = "camera orientations + centres"
         translation = target_centres.mean(axis=0) - scale * rotation @ source_centres.mean(axis=0)
-        similarity = Similarity(scale, rotation, translation)
+        similarity = Similarity(scale=scale, rotation=rotation, translation=translation)
 
     aligned = similarity.transform_poses(predicted)
     centre_errors = np.linalg.norm(aligned[:, :3, 3] - target_centres, axis=1)
@@ -567,7 +418,7 @@ def register_to_keyframes(
             report.notes = notes
             return registered, report
         # Scale first, then make the (scaled) first camera the origin: x -> anchor(s x).
-        scaling = Similarity(depth_scale.scale, np.eye(3), np.zeros(3))
+        scaling = Similarity(scale=depth_scale.scale)
         similarity = _anchor_at_first_camera(scaling.transform_poses(predicted)).compose(scaling)
         method = f"scale from depth; no keyframe poses, so anchored at keyframe {indices[0]}'s camera"
         registered = transform_reconstruction(reconstruction, similarity, ANCHORED_FRAME_ID, True)
@@ -588,21 +439,5 @@ def register_to_keyframes(
 def _anchor_at_first_camera(predicted: np.ndarray) -> Similarity:
     """The rigid transform that makes the first camera's pose the identity (the ``showroom`` frame)."""
     if len(predicted) == 0:
-        return Similarity.identity()
+        return Similarity()
     return Similarity.from_rigid(np.linalg.inv(predicted[0]))
-
-
-def rescale_intrinsics_to_crop(
-    intrinsics: CameraIntrinsics,
-    resized_width: int,
-    resized_height: int,
-    crop_x: int,
-    crop_y: int,
-    crop_width: int,
-    crop_height: int,
-) -> CameraIntrinsics:
-    """Intrinsics of a resized-then-cropped image: what a model sees of a keyframe with known CameraInfo."""
-    resized = intrinsics.scaled(resized_width, resized_height)
-    return CameraIntrinsics(
-        resized.fx, resized.fy, resized.cx - crop_x, resized.cy - crop_y, int(crop_width), int(crop_height)
-    )
