@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_distill_support import make_rooms, tiny_config, tiny_rooms  # noqa: F401 (fixture)
 
 from showroom_ros.distillation.cli import main
 from showroom_ros.distillation.config import ConfigError, DistillConfig, apply_override
+from showroom_ros.models.names import DTYPES, ENGINES, FAST3R_RELEASE_REPO
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO_ROOT / "config" / "distill_example.yaml"
@@ -104,3 +107,24 @@ def test_cli_reports_config_and_data_errors(tmp_path: Path, tiny_rooms: Path, ca
     assert "config OK: 2 training rooms" in capsys.readouterr().out
     assert main([str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    key=st.sampled_from([("model", "teacher_engine"), ("model", "teacher_dtype"), ("train", "precision")]),
+    value=st.one_of(st.sampled_from([*ENGINES, *DTYPES, "int8", "float32", "BF16"]), st.text(max_size=12)),
+)
+def test_engine_and_dtype_names_are_the_models_own(key: tuple[str, str], value: str) -> None:
+    """A name is accepted exactly when models/names.py lists it: distill keeps no list of its own."""
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw[key[0]][key[1]] = value
+    names = ENGINES if key[1] == "teacher_engine" else DTYPES
+    if value in names:
+        assert getattr(getattr(DistillConfig.from_dict(raw, check_paths=False), key[0]), key[1]) == value
+    else:
+        with pytest.raises(ConfigError, match=rf"{'.'.join(key)}: .* is not one of"):
+            DistillConfig.from_dict(raw, check_paths=False)
+
+
+def test_the_default_teacher_is_the_release() -> None:
+    assert DistillConfig().model.teacher == FAST3R_RELEASE_REPO

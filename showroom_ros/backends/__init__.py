@@ -2,7 +2,7 @@
 
 ``build_backends`` is what the node and the CLI call instead of ``pipeline.default_backends``:
 
-* ``fast3r``: the Fast3R teacher (weights: ``jedyang97/Fast3R_ViT_Large_512`` by default),
+* ``fast3r``: the Fast3R teacher (weights: :data:`~showroom_ros.models.names.FAST3R_RELEASE_REPO` by default),
 * ``showroom``: ShowRoom's distilled student (weights only when configured),
 * ``rgbd``: depth fusion (needs depth, intrinsics and poses or registrable depth),
 * ``sfm``: COLMAP on the RGB keyframes (needs pycolmap only).
@@ -17,20 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from showroom_ros.backends.learned import (
-    FAST3R_DEFAULT_MODEL,
-    LearnedBackend,
-    LearnedConfig,
-    ModelHolder,
-    view_geometry,
-)
+from showroom_ros.backends.learned import LearnedBackend, LearnedConfig, ModelHolder, view_geometry
 from showroom_ros.backends.sfm import SfMBackend, SfMConfig
+from showroom_ros.models.names import FAST3R_RELEASE_REPO
 from showroom_ros.reconstruction.pipeline import ReconstructionBackend, RGBDBackend
 from showroom_ros.reconstruction.rgbd import RGBDFusionConfig
 
 
 def _fast3r_defaults() -> LearnedConfig:
-    return LearnedConfig(model=FAST3R_DEFAULT_MODEL)
+    return LearnedConfig(model=FAST3R_RELEASE_REPO)
 
 
 @dataclass
@@ -86,7 +81,6 @@ def model_holders(backends: dict[str, ReconstructionBackend]) -> dict[str, Model
 
 
 __all__ = [
-    "FAST3R_DEFAULT_MODEL",
     "MODEL_USERS",
     "BackendsConfig",
     "LearnedBackend",

@@ -25,6 +25,7 @@ import numpy as np
 
 from showroom_ros.capture.keyframes import Keyframe
 from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.models.names import DEVICES, ENGINE_PRECISION_CHOICES, ENGINES, normalise_dtype
 from showroom_ros.reconstruction.fusion import median_scene_depth, voxel_fuse
 from showroom_ros.reconstruction.pipeline import ProgressCallback, ReconstructionError
 from showroom_ros.reconstruction.registration import RegistrationReport, register_to_keyframes
@@ -35,14 +36,7 @@ if TYPE_CHECKING:
 
     from showroom_ros.models import Fast3R
 
-FAST3R_DEFAULT_MODEL = "jedyang97/Fast3R_ViT_Large_512"
-MODEL_STATES = ("not configured", "loading", "ready", "failed")
 PATCH_SIZE = 16
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("auto", "fp32", "bf16", "fp16")
-#: models.engines.ENGINES and PRECISIONS (+ auto), spelled here so that validating a config needs no torch.
-MODEL_ENGINES = ("auto", "torch", "compile", "onnxruntime", "openvino")
-ENGINE_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 # --- devices and precision ---------------------------------------------------------------------------
@@ -62,16 +56,6 @@ def resolve_device(device: str) -> str:
             raise ValueError(f"device '{device}' requested but torch sees no CUDA GPU (use 'cpu' or 'auto')")
         return name
     raise ValueError(f"unknown device '{device}': use one of {', '.join(DEVICES)} (or cuda:N)")
-
-
-def normalise_dtype(dtype: str) -> str:
-    """The dtype in our spelling (fp32, bf16, fp16, auto); validated without importing torch."""
-    name = str(dtype).strip().lower()
-    aliases = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-    name = aliases.get(name, name)
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype '{dtype}': use one of {', '.join(DTYPES)}")
-    return name
 
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -104,12 +88,6 @@ def resolve_compute_dtype(dtype: str, device: str) -> str:
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def _torch_dtype(name: str) -> torch.dtype:
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 # --- the model holder ------------------------------------------------------------------------------
@@ -257,7 +235,9 @@ class ModelHolder:
             compute = resolve_compute_dtype(self.requested_dtype, device)
             # Weights stay fp32 on CPU (autocast does bf16 per op); on a GPU they are stored in the
             # compute dtype, which halves the 2.6 GB of ViT-L.
-            weights = _torch_dtype("fp32" if device == "cpu" else compute)
+            from showroom_ros.models.dtypes import TORCH_DTYPES
+
+            weights = TORCH_DTYPES["fp32" if device == "cpu" else compute]
             model = self._loader(self.source, device, weights, self.student)
             engine_note = self._attach_engine(model, device, compute)
         except MemoryError:
@@ -347,11 +327,12 @@ class LearnedConfig:
         if self.device.strip().lower() not in DEVICES and not self.device.strip().lower().startswith("cuda"):
             raise ValueError(f"unknown device '{self.device}': use one of {', '.join(DEVICES)}")
         normalise_dtype(self.dtype)
-        if self.engine not in MODEL_ENGINES:
-            raise ValueError(f"unknown model engine '{self.engine}': use one of {', '.join(MODEL_ENGINES)}")
-        if self.engine_precision not in ENGINE_PRECISIONS:
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown model engine '{self.engine}': use one of {', '.join(ENGINES)}")
+        if self.engine_precision not in ENGINE_PRECISION_CHOICES:
             raise ValueError(
-                f"unknown engine precision '{self.engine_precision}': use one of {', '.join(ENGINE_PRECISIONS)}"
+                f"unknown engine precision '{self.engine_precision}': "
+                f"use one of {', '.join(ENGINE_PRECISION_CHOICES)}"
             )
         if self.engine_precision == "int8" and self.engine != "onnxruntime":
             raise ValueError("engine precision int8 needs model_engine 'onnxruntime' (it is never chosen by auto)")
@@ -384,14 +365,7 @@ class ViewGeometry:
     def model_intrinsics(self, intrinsics: CameraIntrinsics) -> CameraIntrinsics:
         """The keyframe's CameraInfo intrinsics as the model sees the image (rescaled, then cropped)."""
         resized = intrinsics.scaled(self.width, self.height).scaled(self.resized_width, self.resized_height)
-        return CameraIntrinsics(
-            resized.fx,
-            resized.fy,
-            resized.cx - self.crop_x,
-            resized.cy - self.crop_y,
-            self.crop_width,
-            self.crop_height,
-        )
+        return resized.cropped(self.crop_x, self.crop_y, self.crop_width, self.crop_height)
 
     def original_intrinsics(self, focal: float) -> CameraIntrinsics:
         """Original-resolution intrinsics of a model-resolution focal, principal point at the crop centre."""

@@ -19,6 +19,8 @@ from typing import Any, Union
 
 import yaml
 
+from showroom_ros.models.names import DTYPES, ENGINES, FAST3R_RELEASE_REPO
+
 #: Loss terms the trainer knows (``loss.weights`` keys). The first two are the dense pointmap distillation,
 #: the last three ShowRoom's relation-based terms (RKD distance and angle over the batch, cosine).
 KNOWN_LOSSES = ("dense", "confidence", "rkd_distance", "rkd_angle", "cosine")
@@ -26,10 +28,7 @@ RELATION_LOSSES = ("rkd_distance", "rkd_angle")
 #: Pointmap heads of Fast3R: ``global`` = pts3d_in_other_view/conf, ``local`` = pts3d_local/conf_local.
 KNOWN_HEADS = ("global", "local")
 KNOWN_LAYOUTS = ("auto", "folders", "scannetpp")
-KNOWN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 KNOWN_IMAGE_IDS = ("random", "sequential")
-#: Inference engines the frozen teacher may run on (CPU; models/engines.py). int8 is never used for targets.
-KNOWN_TEACHER_ENGINES = ("torch", "auto", "compile", "onnxruntime", "openvino")
 PATCH_SIZE = 16
 
 
@@ -64,9 +63,9 @@ class DataConfig:
 class ModelConfig:
     """Teacher checkpoint and how the student is built from it."""
 
-    teacher: str = "jedyang97/Fast3R_ViT_Large_512"
+    teacher: str = FAST3R_RELEASE_REPO
     teacher_dtype: str = "auto"
-    teacher_engine: str = "torch"
+    teacher_engine: str = "torch"  # one of models.names.ENGINES (CPU); int8 is never used for targets
     student_init: str | None = None
     freeze_backbone: bool = True
     image_ids: str = "random"
@@ -205,12 +204,12 @@ class DistillConfig:
                     raise ConfigError(f"{key}: file not found: {value}")
 
         _check(
-            m.teacher_dtype in KNOWN_PRECISIONS,
-            f"model.teacher_dtype: {m.teacher_dtype!r} is not one of {list(KNOWN_PRECISIONS)}",
+            m.teacher_dtype in DTYPES,
+            f"model.teacher_dtype: {m.teacher_dtype!r} is not one of {list(DTYPES)}",
         )
         _check(
-            m.teacher_engine in KNOWN_TEACHER_ENGINES,
-            f"model.teacher_engine: {m.teacher_engine!r} is not one of {list(KNOWN_TEACHER_ENGINES)}",
+            m.teacher_engine in ENGINES,
+            f"model.teacher_engine: {m.teacher_engine!r} is not one of {list(ENGINES)}",
         )
         _check(
             m.image_ids in KNOWN_IMAGE_IDS,
@@ -264,8 +263,8 @@ class DistillConfig:
         _check(t.max_steps is None or t.max_steps >= 1, f"train.max_steps: must be >= 1, got {t.max_steps}")
         _check(t.epochs is None or t.epochs > 0, f"train.epochs: must be > 0, got {t.epochs}")
         _check(
-            t.precision in KNOWN_PRECISIONS,
-            f"train.precision: {t.precision!r} is not one of {list(KNOWN_PRECISIONS)}",
+            t.precision in DTYPES,
+            f"train.precision: {t.precision!r} is not one of {list(DTYPES)}",
         )
         for key in ("log_every", "eval_every", "checkpoint_every", "eval_batches", "keep_checkpoints"):
             value = getattr(t, key)

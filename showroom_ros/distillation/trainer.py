@@ -50,6 +50,7 @@ from showroom_ros.distillation.losses import (
     pointmap_error,
     scale_aligned_error,
 )
+from showroom_ros.models.dtypes import TORCH_DTYPES
 
 LOG = logging.getLogger(__name__)
 
@@ -57,7 +58,6 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_DIR = "checkpoints"
 BACKBONE_PREFIXES = ("encoder.", "decoder.")
 HEAD_MODULES = {"global": "downstream_head", "local": "downstream_head_local"}
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # ---------------------------------------------------------------------- processes and devices
@@ -110,7 +110,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """``auto`` = bf16 on a GPU, fp32 on the CPU (bf16 matmuls are slow on most CPUs)."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[name]
+    return TORCH_DTYPES[name]
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

@@ -2,49 +2,55 @@
 
 Typical use::
 
-    model = Fast3R.from_pretrained("jedyang97/Fast3R_ViT_Large_512")
+    model = Fast3R.from_pretrained(FAST3R_RELEASE_REPO)
     prediction = predict_scene(model, ["a.jpg", "b.jpg", "c.jpg"], size=512, dtype="bf16")
     cloud = prediction.colored_points(conf_percentile=50)
 
-Imports no other showroom_ros folder (torch only), so the models load anywhere.
+Imports only ``geometry`` among the showroom_ros folders, so the models load anywhere. The names below
+are loaded at first use (PEP 562): importing the package, or its torch-free
+:mod:`~showroom_ros.models.names` that the parameter table and the CLI read at start-up, imports no torch.
 """
 
-from showroom_ros.models.config import DecoderConfig, EncoderConfig, Fast3RConfig, HeadConfig, student_config
-from showroom_ros.models.decoder import draw_random_image_ids, sequential_image_ids
-from showroom_ros.models.fast3r import Fast3R
-from showroom_ros.models.loading import CheckpointError
-from showroom_ros.models.postprocess import (
-    Similarity,
-    align_local_to_global,
-    estimate_focal,
-    estimate_poses,
-    umeyama_similarity,
-)
-from showroom_ros.models.predict import ColoredPoints, Fast3RPrediction, predict_scene, resolve_dtype
-from showroom_ros.models.preprocess import preprocess_images, view_colors
+from __future__ import annotations
 
-FAST3R_RELEASE_REPO = "jedyang97/Fast3R_ViT_Large_512"
+import importlib
+from typing import Any
 
-__all__ = [
-    "FAST3R_RELEASE_REPO",
-    "CheckpointError",
-    "ColoredPoints",
-    "DecoderConfig",
-    "EncoderConfig",
-    "Fast3R",
-    "Fast3RConfig",
-    "Fast3RPrediction",
-    "HeadConfig",
-    "Similarity",
-    "align_local_to_global",
-    "draw_random_image_ids",
-    "estimate_focal",
-    "estimate_poses",
-    "predict_scene",
-    "preprocess_images",
-    "resolve_dtype",
-    "sequential_image_ids",
-    "student_config",
-    "umeyama_similarity",
-    "view_colors",
-]
+#: Every public name of the package -> the module that owns it.
+_OWNERS = {
+    "FAST3R_RELEASE_REPO": "names",
+    "CheckpointError": "loading",
+    "ColoredPoints": "predict",
+    "DecoderConfig": "config",
+    "EncoderConfig": "config",
+    "Fast3R": "fast3r",
+    "Fast3RConfig": "config",
+    "Fast3RPrediction": "predict",
+    "HeadConfig": "config",
+    "align_local_to_global": "postprocess",
+    "draw_random_image_ids": "decoder",
+    "estimate_focal": "postprocess",
+    "estimate_poses": "postprocess",
+    "predict_scene": "predict",
+    "preprocess_images": "preprocess",
+    "resolve_dtype": "dtypes",
+    "sequential_image_ids": "decoder",
+    "student_config": "config",
+    "view_colors": "preprocess",
+}
+
+__all__ = sorted(_OWNERS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the owning module of ``name`` on first access, then keep the value here."""
+    owner = _OWNERS.get(name)
+    if owner is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{owner}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

@@ -29,24 +29,22 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from showroom_ros.models.config import Fast3RConfig
 from showroom_ros.models.dpt_head import pointmap_activation
+from showroom_ros.models.dtypes import dtype_name
 from showroom_ros.models.engine_cache import default_max_bytes, mark_used, trim_cache
-
-if TYPE_CHECKING:
-    from showroom_ros.models.fast3r import Fast3R
+from showroom_ros.models.names import ENGINE_PRECISIONS, ENGINES
 
 LOG = logging.getLogger(__name__)
 
-ENGINES = ("auto", "torch", "compile", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "int8")
 #: The engines ``auto`` measures against eager torch on this machine (which is fastest depends on the CPU:
 #: on the AVX2-only CPU of docs/benchmarks.md none beat eager torch). Eager torch is always a contender.
 AUTO_CANDIDATES = ("openvino", "onnxruntime", "compile")
@@ -60,6 +58,31 @@ CACHE_ENV = "SHOWROOM_ENGINE_CACHE"
 
 class EngineError(RuntimeError):
     """An engine that cannot be used: not installed, unsupported precision, failed build or gate."""
+
+
+class EngineModel(Protocol):
+    """What an engine needs of a model; :class:`~showroom_ros.models.fast3r.Fast3R` is one.
+
+    Structural, so this module never imports fast3r.py: fast3r.py imports this module to attach engines,
+    and an import back would close a cycle.
+    """
+
+    config: Fast3RConfig
+    downstream_head_local: nn.Module | None
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def network(
+        self, stacked: torch.Tensor, ids: torch.Tensor, head_chunk_size: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    def state_dict(self) -> Mapping[str, torch.Tensor]: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
 
 
 @dataclass
@@ -115,8 +138,8 @@ def check_engine(engine: str, precision: str) -> None:
     """Validate a name pair before anything is built (clear errors for parameters and CLI flags)."""
     if engine not in ENGINES:
         raise EngineError(f"unknown engine '{engine}': use one of {', '.join(ENGINES)}")
-    if precision not in PRECISIONS:
-        raise EngineError(f"unknown engine precision '{precision}': use one of {', '.join(PRECISIONS)}")
+    if precision not in ENGINE_PRECISIONS:
+        raise EngineError(f"unknown engine precision '{precision}': use one of {', '.join(ENGINE_PRECISIONS)}")
     if precision == "int8" and engine == "auto":
         raise EngineError("int8 is never chosen automatically: ask for engine 'onnxruntime' by name")
     if precision == "int8" and engine != "onnxruntime":
@@ -125,7 +148,7 @@ def check_engine(engine: str, precision: str) -> None:
         raise EngineError("onnxruntime has no bf16 CPU kernels; use fp32 or int8 with it")
 
 
-def weights_digest(model: nn.Module) -> str:
+def weights_digest(model: EngineModel) -> str:
     """A content hash of every parameter and buffer (names, dtypes, shapes, bytes): the cache key's core."""
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(model.state_dict().items()):
@@ -143,7 +166,7 @@ class NetworkGraph(nn.Module):
     branch on V), and V and B stay dynamic in the exported graphs.
     """
 
-    def __init__(self, model: Fast3R) -> None:
+    def __init__(self, model: EngineModel) -> None:
         super().__init__()
         self.model = model
         self.has_local = model.downstream_head_local is not None
@@ -317,7 +340,7 @@ _LOADERS = {"compile": _load_compile, "onnxruntime": _load_onnxruntime, "openvin
 # --- gate, cache and selection ----------------------------------------------------------------------------
 
 
-def probe_inputs(model: Fast3R, image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def probe_inputs(model: EngineModel, image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed input every engine is checked on: seeded noise images and sequential image ids."""
     generator = torch.Generator().manual_seed(20250611)
     images = torch.rand(PROBE_VIEWS, 3, *image_size, generator=generator) * 2 - 1
@@ -326,7 +349,7 @@ def probe_inputs(model: Fast3R, image_size: tuple[int, int]) -> tuple[torch.Tens
 
 
 def pointmap_difference(
-    model: Fast3R, reference: tuple[torch.Tensor, ...], candidate: tuple[torch.Tensor, ...]
+    model: EngineModel, reference: tuple[torch.Tensor, ...], candidate: tuple[torch.Tensor, ...]
 ) -> float:
     """Max absolute difference of the activated pointmaps (global, and local when present)."""
     head = model.config.head
@@ -346,7 +369,7 @@ class NetworkEngine:
 
     def __init__(
         self,
-        model: Fast3R,
+        model: EngineModel,
         engine: str = "auto",
         precision: str = "fp32",
         cache_dir: str | Path | None = None,
@@ -389,7 +412,7 @@ class NetworkEngine:
     # -- use
     def serves(self, autocast_dtype: torch.dtype | None) -> bool:
         """Whether a forward asked for in ``autocast_dtype`` is this engine's to run."""
-        wanted = {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16"}.get(autocast_dtype, "other")
+        wanted = "fp32" if autocast_dtype is None else dtype_name(autocast_dtype)
         return wanted == self.precision or (wanted == "fp32" and self.precision == "int8")
 
     def run(self, images: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -663,6 +686,3 @@ def _read_meta(directory: Path) -> dict[str, Any] | None:
     meta = _read_json(directory / "meta.json")
     return meta if meta is not None and "max_abs_diff" in meta else None
 
-
-def report_dict(report: EngineReport) -> dict[str, Any]:
-    return asdict(report)

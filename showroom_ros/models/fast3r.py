@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from showroom_ros.models.decoder import FusionDecoder, draw_random_image_ids
 from showroom_ros.models.decoder import sequential_image_ids as make_sequential_image_ids
 from showroom_ros.models.dpt_head import PointmapHead, pointmap_activation
 from showroom_ros.models.encoder import CroCoEncoder
+from showroom_ros.models.engines import DEFAULT_TOLERANCE, NetworkEngine, check_engine
 from showroom_ros.models.loading import (
     WEIGHTS_NAME,
     CheckpointError,
@@ -31,9 +32,6 @@ from showroom_ros.models.loading import (
     safetensors_metadata,
     stored_state_dict,
 )
-
-if TYPE_CHECKING:
-    from showroom_ros.models.engines import NetworkEngine
 
 LOG = logging.getLogger(__name__)
 
@@ -103,8 +101,6 @@ class Fast3R(nn.Module):
         recently used artefacts (None: ``$SHOWROOM_ENGINE_CACHE_MAX_GB`` or 20 GB; 0: no limit). Forwards
         asking for intermediates, or in a dtype the engine was not built for, stay eager.
         """
-        from showroom_ros.models.engines import DEFAULT_TOLERANCE, NetworkEngine, check_engine
-
         check_engine(engine, precision)
         if engine == "torch":
             self.engine = None
@@ -366,8 +362,9 @@ class Fast3R(nn.Module):
 
         The config comes from ``config`` when given, else the checkpoint's ``config.json`` (or the one next
         to a single file, or the one ``save_pretrained`` embeds in the safetensors metadata), else the
-        ViT-L/512 release configuration. ``engine`` (auto|torch|compile|onnxruntime|openvino) and
-        ``engine_precision`` (fp32|bf16|int8) attach an inference engine (:meth:`use_engine`). Raises
+        ViT-L/512 release configuration. ``engine`` (one of :data:`~showroom_ros.models.names.ENGINES`) and
+        ``engine_precision`` (one of :data:`~showroom_ros.models.names.ENGINE_PRECISIONS`) attach an inference
+        engine (:meth:`use_engine`). Raises
         FileNotFoundError when nothing is found and ValueError
         (CheckpointError) when the file's keys or shapes do not fit, listing them.
         """

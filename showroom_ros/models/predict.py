@@ -16,18 +16,10 @@ import numpy as np
 import torch
 
 from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.models.dtypes import resolve_dtype
 from showroom_ros.models.fast3r import Fast3R
 from showroom_ros.models.postprocess import align_local_to_global, confident_mask, estimate_poses
 from showroom_ros.models.preprocess import ImageInput, preprocess_images, view_colors
-
-_DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
 
 
 class ColoredPoints(NamedTuple):
@@ -115,18 +107,6 @@ class Fast3RPrediction:
                 empty, np.zeros((0, 3), np.uint8), np.zeros(0, np.float32), np.zeros(0, np.int32)
             )
         return ColoredPoints(*(np.concatenate(column) for column in zip(*parts, strict=True)))
-
-
-def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    """torch dtype from 'fp32' / 'bf16' / 'fp16' / a torch dtype (None -> float32)."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
 
 
 def predict_scene(
