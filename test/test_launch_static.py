@@ -42,11 +42,25 @@ def test_launch_file_names_only_installed_things():
             return value.value
         return constants.get(getattr(value, "id", None))
 
+    # Dict literals assigned to a name (``common = {"package": ...}``), for ``Node(**common)``.
+    dicts = {
+        n.targets[0].id: {literal(k): literal(v) for k, v in zip(n.value.keys, n.value.values, strict=True)}
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Dict)
+    }
     nodes = []
     for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
         name = getattr(call.func, "id", getattr(call.func, "attr", ""))
-        if name == "Node":
-            nodes.append({k.arg: literal(k.value) for k in call.keywords})
+        if name in ("Node", "LifecycleNode"):
+            node = {}
+            for keyword in call.keywords:
+                if keyword.arg is None:  # **mapping
+                    node.update(dicts.get(getattr(keyword.value, "id", None), {}))
+                else:
+                    node[keyword.arg] = literal(keyword.value)
+            nodes.append(node)
+    # Plain and managed start the same executable.
+    assert {"Node", "LifecycleNode"} <= {getattr(c.func, "id", "") for c in ast.walk(tree) if isinstance(c, ast.Call)}
     ours = [n for n in nodes if n.get("package") == "showroom_ros"]
     assert ours and all(n["executable"] in executables for n in ours)
     assert any(n.get("package") == "rviz2" and n.get("executable") == "rviz2" for n in nodes)
@@ -73,7 +87,16 @@ def test_launch_arguments_cover_topics_backend_output_and_rviz():
         n for n in ast.walk(tree) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "OVERRIDES"
     )
     declared |= {k.value for k in overrides.value.keys}
-    for argument in ("image_topic", "depth_topic", "camera_info_topic", "backend", "output_dir", "rviz"):
+    for argument in (
+        "image_topic",
+        "depth_topic",
+        "camera_info_topic",
+        "backend",
+        "output_dir",
+        "rviz",
+        "lifecycle",
+        "autostart",
+    ):
         assert argument in declared, argument
     # Overridden parameters exist on the node.
     from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS
