@@ -185,6 +185,9 @@ def compressed_depth_to_array(msg: Any) -> np.ndarray:
     data = bytes(msg.data)
     if len(data) <= COMPRESSED_DEPTH_HEADER.size:
         raise MessageError(f"compressedDepth message of {len(data)} bytes is too short to hold its header and image")
+    # The header's format field is not read, as codec.cpp does not read it: refusing a value it ignores
+    # would refuse messages every ROS subscriber accepts. A and B only matter (and are checked) for 32FC1;
+    # older publishers left them uninitialised for 16-bit depth.
     _, quant_a, quant_b = COMPRESSED_DEPTH_HEADER.unpack_from(data)
     if encoding == "32FC1" and not (np.isfinite(quant_a) and np.isfinite(quant_b)):
         raise MessageError(f"compressedDepth quantisation parameters are not finite (a={quant_a}, b={quant_b})")
