@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -9,6 +12,8 @@ import numpy as np
 import open3d as o3d
 import pytest
 import trimesh
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from showroom_ros.geometry.camera import CameraIntrinsics
 from showroom_ros.io.export import (
@@ -20,6 +25,7 @@ from showroom_ros.io.export import (
     save_preview_png,
     save_reconstruction,
 )
+from showroom_ros.io.file_names import NAME_RULE, InvalidName, name_refusal
 from showroom_ros.reconstruction.result import Reconstruction, TriangleMesh
 
 
@@ -122,9 +128,16 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> No
     assert [p.name for p in tmp_path.iterdir()] == ["model.glb"]
 
 
-def test_bad_arguments_and_foreign_files_raise(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="basename"):
-        save_reconstruction(small_reconstruction(), tmp_path, "../escape")
+@settings(max_examples=60, deadline=None)
+@given(name=st.text(max_size=140).filter(lambda name: name_refusal(name) is not None))
+def test_a_name_that_breaks_the_rule_is_refused_before_anything_is_written(name: str) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        with pytest.raises(InvalidName, match=re.escape(NAME_RULE)):
+            save_reconstruction(small_reconstruction(), Path(scratch, "out"), name)
+        assert os.listdir(scratch) == []
+
+
+def test_foreign_files_raise(tmp_path: Path) -> None:
     foreign = tmp_path / "other.npz"
     np.savez(foreign, something=np.zeros(3))
     with pytest.raises(ValueError, match="not a showroom reconstruction"):

@@ -15,7 +15,6 @@ The map integrates each keyframe once. ``map_input`` feeds it every frame of a f
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -36,36 +35,19 @@ from showroom_ros.capture.keyframes import Keyframe, KeyframeSelector, KeyframeS
 from showroom_ros.io.datasets import FRAME_PERIOD_NS, DatasetError, find_index, load_frame_folder, read_frame_index
 from showroom_ros.io.datasets import read_rgb as _read_rgb
 from showroom_ros.io.export import atomic_write, atomic_write_text, save_mesh_ply, save_point_cloud_ply
+from showroom_ros.io.file_names import MAP_FILES, NAME_PATTERN, map_files, map_files_beside
 from showroom_ros.io.map_files import read_nav2_map, write_nav2_map
 from showroom_ros.mapping.occupancy import OccupancyGrid
 from showroom_ros.mapping.robot_map import MapInputError, MapUpdate, RobotMap, RobotMapConfig
 from showroom_ros.reconstruction.pipeline import ReconstructionError, ReconstructionPipeline
 from showroom_ros.reconstruction.result import Reconstruction, TriangleMesh
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-"""Like the node's ``~/save``: a file name stem, never a path."""
-
-VOLUME_SUFFIX = "_volume.npz"
+# Transitional, for ros/showroom_node.py until it imports io/file_names.py itself; remove them then.
+SAFE_NAME = NAME_PATTERN
+map_file_paths = map_files
 
 
 # --- save / load -----------------------------------------------------------------------------------
-
-
-def map_file_paths(directory: str | os.PathLike[str], name: str) -> dict[str, Path]:
-    """Where :func:`save_map` writes ``name``'s files (raises ValueError for an unsafe name)."""
-    if not SAFE_NAME.fullmatch(name):
-        raise ValueError(
-            f"map name {name!r} must be 1-128 letters, digits, '.', '_' or '-' and start with a letter or digit"
-        )
-    folder = Path(directory).expanduser()
-    return {
-        "mesh": folder / f"{name}_map_mesh.ply",
-        "cloud": folder / f"{name}_map_cloud.ply",
-        "occupancy_yaml": folder / f"{name}_occupancy.yaml",
-        "occupancy_pgm": folder / f"{name}_occupancy.pgm",
-        "volume": folder / f"{name}{VOLUME_SUFFIX}",
-        "settings": folder / f"{name}_map.yaml",
-    }
 
 
 def _settings(config: RobotMapConfig) -> dict[str, object]:
@@ -92,10 +74,12 @@ def read_settings(path: str | os.PathLike[str], base: RobotMapConfig | None = No
 def save_map(robot_map: RobotMap, directory: str | os.PathLike[str], name: str) -> dict[str, Path]:
     """Write the map's mesh, cloud, occupancy grid (when there is one) and volume; returns kind -> path.
 
+    The files are :func:`~showroom_ros.io.file_names.map_files` (a ``name`` that breaks the name rule
+    raises :class:`~showroom_ros.io.file_names.InvalidName`, a ValueError, before anything is written).
     Without an occupancy grid (see ``robot_map.occupancy_reason``) the ``occupancy_*`` files are not
     written and their keys are absent. An empty map is refused: there is nothing to continue from.
     """
-    paths = map_file_paths(directory, name)
+    paths = map_files(directory, name)
     if robot_map.block_count == 0:
         raise ValueError("the map is empty: integrate a reconstruction (or load a map) before saving")
     points, colors = robot_map.surface()
@@ -142,10 +126,11 @@ def find_volume(path: str | os.PathLike[str]) -> Path:
         return source
     if not source.is_dir():
         raise FileNotFoundError(f"{source} does not exist")
-    candidates = sorted(source.glob(f"*{VOLUME_SUFFIX}"))
+    suffix = MAP_FILES["volume"]
+    candidates = sorted(source.glob(f"*{suffix}"))
     if len(candidates) != 1:
         what = "no" if not candidates else f"{len(candidates)} ({', '.join(c.name for c in candidates)})"
-        raise ValueError(f"{source} holds {what} *{VOLUME_SUFFIX} map volumes: name the file to load")
+        raise ValueError(f"{source} holds {what} *{suffix} map volumes: name the file to load")
     return candidates[0]
 
 
@@ -157,18 +142,18 @@ def load_map(path: str | os.PathLike[str], config: RobotMapConfig | None = None)
     present, restores the remembered free space. The update sends every chunk.
     """
     volume = find_volume(path)
-    stem = volume.name.removesuffix(VOLUME_SUFFIX)
-    settings = volume.with_name(f"{stem}_map.yaml")
-    if config is None and volume.name.endswith(VOLUME_SUFFIX) and settings.is_file():
+    saved_files = map_files_beside(volume) or {}  # a volume file named otherwise has no saved companions
+    settings = saved_files.get("settings")
+    if config is None and settings is not None and settings.is_file():
         config = read_settings(settings)
     robot_map = RobotMap(config)
     occupancy: OccupancyGrid | None = None
-    yaml_path = volume.with_name(f"{stem}_occupancy.yaml")
-    if volume.name.endswith(VOLUME_SUFFIX) and yaml_path.is_file():
+    yaml_path = saved_files.get("occupancy_yaml")
+    if yaml_path is not None and yaml_path.is_file():
         saved = read_nav2_map(yaml_path)
         occupancy = OccupancyGrid(saved.data, saved.resolution, (saved.origin[0], saved.origin[1]))
     update = robot_map.load_volume(volume, occupancy)
-    if occupancy is not None:
+    if occupancy is not None and yaml_path is not None:
         update.messages.append(f"free space restored from {yaml_path.name}")
     return robot_map, update
 

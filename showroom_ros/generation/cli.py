@@ -30,9 +30,7 @@ from showroom_ros.generation.inpainting import (
     load_inpainter,
 )
 from showroom_ros.generation.view_synthesis import RENDER_SOURCES
-
-KEYFRAMES_SUFFIX = "_keyframes"
-GENERATED_SUFFIX = "_generated"
+from showroom_ros.io.file_names import GENERATED_SUFFIX, KEYFRAMES_SUFFIX
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ import open3d as o3d
 import trimesh
 
 from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.io.file_names import RECONSTRUCTION_FILES, reconstruction_files
 from showroom_ros.reconstruction.render import preview_camera, render_points
 from showroom_ros.reconstruction.result import Reconstruction, TriangleMesh
 
@@ -247,23 +248,18 @@ def load_reconstruction(npz_path: str | Path) -> Reconstruction:
 
 
 def save_reconstruction(reconstruction: Reconstruction, directory: str | Path, basename: str) -> dict[str, Path]:
-    """Write ``<basename>.ply`` (cloud), ``<basename>_mesh.ply`` (if meshed), ``.glb``, ``.png`` and ``.npz``.
-
-    Returns the written paths by kind: ``cloud``, ``mesh``, ``glb``, ``png``, ``npz``.
+    """Write the files of :func:`~showroom_ros.io.file_names.reconstruction_files` (the mesh only when
+    there is one), the ``.npz`` last; returns the written paths by kind. A ``basename`` that breaks the
+    name rule raises :class:`~showroom_ros.io.file_names.InvalidName` (a ValueError) before anything is written.
     """
-    if not basename or Path(basename).name != basename:
-        raise ValueError(f"basename must be a plain file name without directories, got {basename!r}")
-    folder = Path(directory).expanduser()
-    written = {"cloud": save_point_cloud_ply(reconstruction, folder / f"{basename}.ply")}
+    paths = reconstruction_files(directory, basename)
+    written = {"cloud": save_point_cloud_ply(reconstruction, paths["cloud"])}
     if reconstruction.mesh is not None:
-        written["mesh"] = save_mesh_ply(reconstruction.mesh, folder / f"{basename}_mesh.ply")
-    written["glb"] = save_glb(reconstruction, folder / f"{basename}.glb")
-    written["png"] = save_preview_png(reconstruction, folder / f"{basename}.png")
-    written["npz"] = save_npz(reconstruction, folder / f"{basename}.npz")
+        written["mesh"] = save_mesh_ply(reconstruction.mesh, paths["mesh"])
+    written["glb"] = save_glb(reconstruction, paths["glb"])
+    written["png"] = save_preview_png(reconstruction, paths["png"])
+    written["npz"] = save_npz(reconstruction, paths["npz"])
     return written
-
-
-SAVED_SUFFIXES = (".ply", "_mesh.ply", ".glb", ".png", ".npz")
 
 
 def prune_saved(directory: str | Path, prefix: str, keep: int, max_bytes: int | None = None) -> list[str]:
@@ -275,9 +271,9 @@ def prune_saved(directory: str | Path, prefix: str, keep: int, max_bytes: int | 
     """
     folder = Path(directory).expanduser()
     groups: list[tuple[int, str, list[Path]]] = []
-    for npz in folder.glob(f"{prefix}*.npz"):
-        base = npz.name[: -len(".npz")]
-        files = [folder / f"{base}{suffix}" for suffix in SAVED_SUFFIXES]
+    for npz in folder.glob(f"{prefix}*{RECONSTRUCTION_FILES['npz']}"):
+        base = npz.name.removesuffix(RECONSTRUCTION_FILES["npz"])
+        files = [folder / f"{base}{suffix}" for suffix in RECONSTRUCTION_FILES.values()]
         files = [path for path in files if path.is_file()]
         groups.append((npz.stat().st_mtime_ns, base, files))
     groups.sort()  # oldest first; the name breaks ties

@@ -18,12 +18,16 @@ from pathlib import Path
 import rclpy
 from rclpy.node import Node
 
+from showroom_ros.io.file_names import reconstruction_files
 from showroom_ros.msg import ReconstructionStatus
 from showroom_ros.ros.processes import NodeProcess, export_ros_environment, find_share_file
 from showroom_ros.ros.replay_node import SHOWROOM_PARAMETERS_FOR_REPLAY
 from showroom_ros.srv import SaveReconstruction
 
 DEMO_PARAMETERS = {**SHOWROOM_PARAMETERS_FOR_REPLAY, "autosave": False}
+DEMO_NAME = "demo"
+PLAIN_NAMES = {"cloud": "cloud.ply", "mesh": "mesh.ply", "png": "preview.png"}
+"""The README's names for the saved files anyone opens first (copies; the saved ones stay)."""
 
 
 def run_demo(out: Path, folder: Path, timeout: float = 300.0) -> int:
@@ -76,7 +80,7 @@ def run_demo(out: Path, folder: Path, timeout: float = 300.0) -> int:
         status = statuses[-1]
         save = client.create_client(SaveReconstruction, "/showroom/save")
         save.wait_for_service(timeout_sec=10.0)
-        future = save.call_async(SaveReconstruction.Request(name="demo"))
+        future = save.call_async(SaveReconstruction.Request(name=DEMO_NAME))
         while not future.done():
             rclpy.spin_once(client, timeout_sec=0.1)
         saved = future.result()
@@ -103,20 +107,12 @@ def run_demo(out: Path, folder: Path, timeout: float = 300.0) -> int:
 
 
 def _standard_names(out: Path, saved: list[Path]) -> dict[str, Path]:
-    """Also give the outputs the plain names the README promises (cloud.ply, mesh.ply, preview.png)."""
+    """Kind -> file of what ``~/save`` wrote as :data:`DEMO_NAME`, with :data:`PLAIN_NAMES` copies."""
+    written = {path.resolve() for path in saved}
     files: dict[str, Path] = {}
-    for path in saved:
-        name = path.name
-        if name.endswith(".npz"):
-            files["npz"] = path
-        elif name.endswith(".glb"):
-            files["glb"] = path
-        elif name.endswith(".png"):
-            files["picture"] = shutil.copyfile(path, out / "preview.png")
-        elif "mesh" in name and name.endswith(".ply"):
-            files["mesh"] = shutil.copyfile(path, out / "mesh.ply")
-        elif name.endswith(".ply"):
-            files["cloud"] = shutil.copyfile(path, out / "cloud.ply")
+    for kind, path in reconstruction_files(out, DEMO_NAME).items():
+        if path.resolve() in written:
+            files[kind] = shutil.copyfile(path, out / PLAIN_NAMES[kind]) if kind in PLAIN_NAMES else path
     return files
 
 
