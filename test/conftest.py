@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("ci_skips", "pytester")  # test/ci_skips.py: a skip on CI fails unless marked may_skip_on_ci
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_ROOT = REPO_ROOT.parent / "shared"
 
@@ -16,28 +18,53 @@ RUN_TMPDIR_PREFIX = "showroom-tests-"
 KEEP_FAILED_RUNS = 3
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """Every process the tests start (nodes, torchrun, COLMAP) inherits a TMPDIR of this run's own, so
-    what one leaves behind is listed at the end of the run (pytest's own tmp_path folders live there too)."""
+def _still_running(folder: Path) -> bool:
+    """Whether the run that made ``folder`` (``<prefix><pid>-<random>``) is still going."""
     import os
-    import shutil
-    import tempfile
 
-    global _RUN_TMPDIR
-    if _RUN_TMPDIR is not None or hasattr(config, "workerinput"):
-        return
-    # A run that passed removes its folder at the end; failed runs keep theirs to look at, the newest
-    # KEEP_FAILED_RUNS of them (like pytest's own retention of its base folders).
+    pid = folder.name.removeprefix(RUN_TMPDIR_PREFIX).split("-")[0]
+    if not pid.isdigit():
+        return False  # a folder from before the process id was in the name
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process, alive
+        return True
+    return True
+
+
+def remove_old_run_folders(parent: Path) -> list[Path]:
+    """Remove finished runs' folders but the newest KEEP_FAILED_RUNS - 1 (room for this run's), oldest
+    first; returns them. A passing run removes its own folder at the end, so what is here is failed runs'
+    (kept to look at, like pytest's retention of its base folders) or runs still going: several engineers
+    and CI jobs share a machine, and a run's folder is never removed under it."""
+    import shutil
+
     def modified(path: Path) -> float:
         try:
             return path.stat().st_mtime
         except OSError:  # removed meanwhile by another run
             return 0.0
 
-    kept = sorted(Path(tempfile.gettempdir()).glob(f"{RUN_TMPDIR_PREFIX}*"), key=modified)
-    for old in kept[: max(len(kept) - KEEP_FAILED_RUNS + 1, 0)]:
+    finished = sorted((p for p in parent.glob(f"{RUN_TMPDIR_PREFIX}*") if not _still_running(p)), key=modified)
+    removed = finished[: max(len(finished) - KEEP_FAILED_RUNS + 1, 0)]
+    for old in removed:
         shutil.rmtree(old, ignore_errors=True)
-    _RUN_TMPDIR = Path(tempfile.mkdtemp(prefix=RUN_TMPDIR_PREFIX))
+    return removed
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every process the tests start (nodes, torchrun, COLMAP) inherits a TMPDIR of this run's own, so
+    what one leaves behind is listed at the end of the run (pytest's own tmp_path folders live there too)."""
+    import os
+    import tempfile
+
+    global _RUN_TMPDIR
+    if _RUN_TMPDIR is not None or hasattr(config, "workerinput"):
+        return
+    remove_old_run_folders(Path(tempfile.gettempdir()))
+    _RUN_TMPDIR = Path(tempfile.mkdtemp(prefix=f"{RUN_TMPDIR_PREFIX}{os.getpid()}-"))
     os.environ["TMPDIR"] = str(_RUN_TMPDIR)
     tempfile.tempdir = None  # gettempdir() caches its answer: read TMPDIR again
 
@@ -78,7 +105,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    session.config._showroom_failed = exitstatus != 0  # keep the folder (and its tmp_path folders) to look at
+    # Keep the folder (and its tmp_path folders) to look at; session.exitstatus: ci_skips may have failed the run.
+    session.config._showroom_failed = session.exitstatus != 0
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -97,7 +125,8 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_root() -> Path:
-    """``../shared`` beside the checkout (present in CI); tests needing it skip with a reason otherwise."""
+    """``../shared`` beside the checkout; tests needing it skip with a reason elsewhere, and fail on CI (it
+    is there: test/ci_skips.py)."""
     if not SHARED_ROOT.is_dir():
         pytest.skip(f"shared material not found at {SHARED_ROOT}")
     return SHARED_ROOT

@@ -17,7 +17,6 @@ from showroom_ros.mapping.volume import TsdfVolume, VolumeConfig, render_depth_f
 ROOM_MIN = np.array([-2.0, -1.5, 0.0])
 ROOM_MAX = np.array([2.0, 1.5, 2.4])
 SMALL_K = CameraIntrinsics(fx=160.0, fy=160.0, cx=80.0, cy=60.0, width=160, height=120)
-KITCHEN = Path("/work/shared/data/7scenes_redkitchen")
 
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -168,19 +167,18 @@ def test_depth_rendered_from_a_pointmap_rebuilds_the_surface() -> None:
     assert np.percentile(np.abs(box_surface_distance(points)), 90) < 0.04
 
 
-def _kitchen_frame(index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    stem = KITCHEN / f"frame-{index:06d}"
+def _kitchen_frame(kitchen: Path, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    stem = kitchen / f"frame-{index:06d}"
     depth = cv2.imread(str(stem) + ".depth.png", cv2.IMREAD_UNCHANGED).astype(np.float32) / 1000.0
     color = cv2.cvtColor(cv2.imread(str(stem) + ".color.jpg"), cv2.COLOR_BGR2RGB)
     pose = np.loadtxt(str(stem) + ".pose.txt")
     return depth, color, pose
 
 
-@pytest.mark.skipif(not KITCHEN.exists(), reason="shared 7-Scenes data not present")
-def test_real_kitchen_frames_fuse_onto_the_measured_depth() -> None:
+def test_real_kitchen_frames_fuse_onto_the_measured_depth(shared_root: Path) -> None:
     k = CameraIntrinsics(fx=585.0, fy=585.0, cx=320.0, cy=240.0, width=640, height=480)
     volume = TsdfVolume(VolumeConfig(voxel_size=0.03, depth_max=3.5))
-    frames = [_kitchen_frame(i) for i in (0, 50, 100)]
+    frames = [_kitchen_frame(shared_root / "data" / "7scenes_redkitchen", i) for i in (0, 50, 100)]
     for depth, color, pose in frames:
         volume.integrate(depth, k, pose, color)
     points, colors = volume.extract_point_cloud()
