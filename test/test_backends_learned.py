@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -212,17 +214,44 @@ def test_view_geometry_matches_the_model_preprocessing():
         view_geometry(2000, 10, 256)
 
 
-def test_camera_info_is_rescaled_to_the_model_input():
-    original = CameraIntrinsics(525.0, 525.0, 320.0, 240.0, 640, 480)
-    geometry = view_geometry(640, 480, 512)
-    model_k = geometry.model_intrinsics(original)
-    point = np.array([0.3, -0.2, 2.0])
-    u_model = model_k.fx * point[0] / point[2] + model_k.cx
-    v_model = model_k.fy * point[1] / point[2] + model_k.cy
-    u, v = geometry.to_original(np.array(u_model), np.array(v_model))
-    assert float(u) == pytest.approx(original.fx * point[0] / point[2] + original.cx, abs=1e-9)
-    assert float(v) == pytest.approx(original.fy * point[1] / point[2] + original.cy, abs=1e-9)
-    assert geometry.original_intrinsics(model_k.fx).fx == pytest.approx(525.0)
+@settings(max_examples=150, deadline=None)
+@given(
+    width=st.integers(64, 2000),
+    aspect=st.floats(0.5, 2.0),
+    size=st.integers(2, 40).map(lambda patches: 16 * patches),
+    info_factor=st.sampled_from([0.5, 1.0, 2.0]),  # CameraInfo of another resolution than the image
+    focal=st.tuples(st.floats(0.3, 3.0), st.floats(0.3, 3.0)),
+    centre=st.tuples(st.floats(0.2, 0.8), st.floats(0.2, 0.8)),
+    point=st.tuples(st.floats(-1.0, 1.0), st.floats(-1.0, 1.0), st.floats(0.5, 20.0)),
+)
+def test_camera_info_is_rescaled_to_the_model_input(
+    width: int,
+    aspect: float,
+    size: int,
+    info_factor: float,
+    focal: tuple[float, float],
+    centre: tuple[float, float],
+    point: tuple[float, float, float],
+):
+    """A 3D point seen through the model-input intrinsics lands, mapped back, where the camera sees it."""
+    height = max(16, round(width * aspect))
+    info_width, info_height = round(width * info_factor), round(height * info_factor)
+    fx, fy, cx, cy = focal[0] * info_width, focal[1] * info_width, centre[0] * info_width, centre[1] * info_height
+    info = CameraIntrinsics(fx, fy, cx, cy, info_width, info_height)
+    geometry = view_geometry(width, height, size)
+    model_k = geometry.model_intrinsics(info)
+    assert (model_k.width, model_k.height) == (geometry.crop_width, geometry.crop_height)
+    x, y, z = point
+    u, v = geometry.to_original(np.array(model_k.fx * x / z + model_k.cx), np.array(model_k.fy * y / z + model_k.cy))
+    seen = info.scaled(width, height)
+    tolerance = 1e-9 * (1 + abs(seen.fx * x / z) + abs(seen.fy * y / z) + width)
+    assert float(u) == pytest.approx(seen.fx * x / z + seen.cx, abs=tolerance)
+    assert float(v) == pytest.approx(seen.fy * y / z + seen.cy, abs=tolerance)
+    # The crop alone moves the principal point by the window's corner and changes nothing else.
+    cropped = seen.cropped(geometry.crop_x, geometry.crop_y, geometry.crop_width, geometry.crop_height)
+    assert (cropped.fx, cropped.fy) == (seen.fx, seen.fy)
+    assert (cropped.cx, cropped.cy) == (seen.cx - geometry.crop_x, seen.cy - geometry.crop_y)
+    assert geometry.original_intrinsics(model_k.fx).fx == pytest.approx(seen.fx, rel=1e-9)
 
 
 def test_pose_from_known_intrinsics_recovers_a_synthetic_camera():

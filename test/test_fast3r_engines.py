@@ -9,7 +9,6 @@ learned backend still reconstructing when a named engine is refused.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -33,8 +32,6 @@ from showroom_ros.distillation.trainer import Distiller  # noqa: E402
 from showroom_ros.io.datasets import load_frame_folder  # noqa: E402
 from showroom_ros.models import Fast3R, Fast3RConfig  # noqa: E402
 from showroom_ros.models.engines import (  # noqa: E402
-    ENGINES,
-    PRECISIONS,
     EngineError,
     NetworkEngine,
     check_engine,
@@ -319,23 +316,6 @@ def test_compile_engine_matches_eager_torch(config, tmp_path, monkeypatch):
     network_engine = model.use_engine("compile", "fp32", cache_dir=tmp_path)
     assert largest_difference(run(model, inputs), eager) < 1e-4
     assert network_engine.reports[(HEIGHT, WIDTH)].passed
-
-
-def test_engine_names_agree_with_the_backend_and_node_spelling():
-    from showroom_ros.backends.learned import ENGINE_PRECISIONS, MODEL_ENGINES
-    from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS
-
-    assert set(MODEL_ENGINES) == set(ENGINES) and set(ENGINE_PRECISIONS) == {"auto", *PRECISIONS}
-    declared = {p.name: p for p in SHOWROOM_PARAMETERS}
-    assert set(declared["model_engine"].choices) == set(ENGINES)
-    assert set(declared["model_engine_precision"].choices) == {"auto", *PRECISIONS}
-    assert declared["model_engine_cache_max_gb"].default == LearnedConfig().engine_cache_max_gb
-    from showroom_ros.apps.cli import build_parser
-
-    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    options = {a.dest: a for a in commands.choices["reconstruct"]._actions}
-    assert set(options["engine"].choices) == set(ENGINES)
-    assert set(options["engine_precision"].choices) == {"auto", *PRECISIONS}
 
 
 def test_learned_backend_reconstructs_on_an_engine_and_notes_a_refused_one(config, tmp_path, repo_root):

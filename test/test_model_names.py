@@ -22,6 +22,7 @@ from showroom_ros.models.names import (
     DEVICES,
     DTYPE_ALIASES,
     DTYPES,
+    ENGINE_CACHE_MAX_GB,
     ENGINE_PRECISION_CHOICES,
     ENGINE_PRECISIONS,
     ENGINES,
@@ -88,11 +89,13 @@ def test_the_parameter_table_and_the_cli_use_these_very_tuples() -> None:
     assert options["engine"].choices is ENGINES
     assert options["engine_precision"].choices is ENGINE_PRECISION_CHOICES
     assert BackendsConfig().fast3r.model is FAST3R_RELEASE_REPO
+    assert declared["model_engine_cache_max_gb"].default is ENGINE_CACHE_MAX_GB
+    assert LearnedConfig().engine_cache_max_gb is ENGINE_CACHE_MAX_GB
 
 
 def test_tables_keyed_by_the_names_cover_exactly_them() -> None:
     torch = pytest.importorskip("torch")
-    from showroom_ros.models import engines
+    from showroom_ros.models import engine_cache, engines
     from showroom_ros.models.dtypes import TORCH_DTYPES, dtype_name, resolve_dtype
 
     assert tuple(TORCH_DTYPES) == COMPUTE_DTYPES and ("auto", *COMPUTE_DTYPES) == DTYPES
@@ -105,6 +108,7 @@ def test_tables_keyed_by_the_names_cover_exactly_them() -> None:
     assert set(engines._BUILDERS) == set(engines._LOADERS) == built
     assert set(engines.AUTO_CANDIDATES) == built
     assert ("auto", *ENGINE_PRECISIONS) == ENGINE_PRECISION_CHOICES
+    assert engine_cache.DEFAULT_MAX_BYTES == ENGINE_CACHE_MAX_GB * 10**9
 
 
 @given(value=CANDIDATES, spelling=st.sampled_from([str, str.upper, lambda s: f"  {s}\t"]))

@@ -25,7 +25,13 @@ import numpy as np
 
 from showroom_ros.capture.keyframes import Keyframe
 from showroom_ros.geometry.camera import CameraIntrinsics
-from showroom_ros.models.names import DEVICES, ENGINE_PRECISION_CHOICES, ENGINES, normalise_dtype
+from showroom_ros.models.names import (
+    DEVICES,
+    ENGINE_CACHE_MAX_GB,
+    ENGINE_PRECISION_CHOICES,
+    ENGINES,
+    normalise_dtype,
+)
 from showroom_ros.reconstruction.fusion import median_scene_depth, voxel_fuse
 from showroom_ros.reconstruction.pipeline import ProgressCallback, ReconstructionError
 from showroom_ros.reconstruction.registration import RegistrationReport, register_to_keyframes
@@ -311,7 +317,7 @@ class LearnedConfig:
     engine: str = "torch"
     engine_precision: str = "auto"
     engine_cache_dir: str = ""
-    engine_cache_max_gb: float = 20.0  # the cache's least recently used artefacts go beyond this; 0: no limit
+    engine_cache_max_gb: float = ENGINE_CACHE_MAX_GB  # least recently used artefacts go beyond it; 0: no limit
 
     def __post_init__(self) -> None:
         if (

@@ -22,10 +22,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from showroom_ros.models.names import ENGINE_CACHE_MAX_GB
+
 LOG = logging.getLogger(__name__)
 
-#: The default limit: room for the release model at both input sizes on two engines.
-DEFAULT_MAX_BYTES = 20 * 10**9
+DEFAULT_MAX_BYTES = int(ENGINE_CACHE_MAX_GB * 10**9)
 MAX_BYTES_ENV = "SHOWROOM_ENGINE_CACHE_MAX_GB"
 META_NAME = "meta.json"
 _STAGING = re.compile(r"^\..+\.building-(\d+)$")
@@ -42,7 +43,7 @@ class CacheEntry:
 
 
 def default_max_bytes() -> int:
-    """``$SHOWROOM_ENGINE_CACHE_MAX_GB`` (0 = no limit) when set and valid, else 20 GB."""
+    """``$SHOWROOM_ENGINE_CACHE_MAX_GB`` (0 = no limit) when set and valid, else :data:`ENGINE_CACHE_MAX_GB`."""
     text = os.environ.get(MAX_BYTES_ENV, "").strip()
     if not text:
         return DEFAULT_MAX_BYTES

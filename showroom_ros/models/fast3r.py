@@ -98,8 +98,8 @@ class Fast3R(nn.Module):
         Artefacts are built lazily, per image size, at the first forward of that size (or by
         ``self.engine.prepare((H, W))``), cached under ``cache_dir`` and checked against eager fp32 torch
         (see :mod:`showroom_ros.models.engines`), which keeps to ``cache_max_bytes`` by removing the least
-        recently used artefacts (None: ``$SHOWROOM_ENGINE_CACHE_MAX_GB`` or 20 GB; 0: no limit). Forwards
-        asking for intermediates, or in a dtype the engine was not built for, stay eager.
+        recently used artefacts (None: :func:`~showroom_ros.models.engine_cache.default_max_bytes`; 0: no
+        limit). Forwards asking for intermediates, or in a dtype the engine was not built for, stay eager.
         """
         check_engine(engine, precision)
         if engine == "torch":

@@ -1,4 +1,4 @@
-"""The names a user types for the learned models, each list spelled once: devices, dtypes, engines, weights.
+"""The names a user types for the learned models, each spelled once: devices, dtypes, engines, weights, cache size.
 
 The node's parameter table, the CLI, the backends' and the distillation's config checks and the model code
 all import these, so a name added here is accepted (and offered) everywhere at once. Standard library only:
@@ -31,6 +31,9 @@ ENGINE_PRECISIONS = ("fp32", "bf16", "int8")
 
 ENGINE_PRECISION_CHOICES = ("auto", *ENGINE_PRECISIONS)
 """What a user may ask for; ``auto`` is the model's compute dtype."""
+
+ENGINE_CACHE_MAX_GB = 20.0
+"""Default size limit of the engine cache: room for the release model at both input sizes on two engines."""
 
 
 def normalise_dtype(dtype: str) -> str:

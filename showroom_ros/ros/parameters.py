@@ -9,7 +9,14 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.node import Node
 
 from showroom_ros.io.message_layout import DISPLAY_MAX_TRIANGLES
-from showroom_ros.models.names import DEVICES, DTYPES, ENGINE_PRECISION_CHOICES, ENGINES, FAST3R_RELEASE_REPO
+from showroom_ros.models.names import (
+    DEVICES,
+    DTYPES,
+    ENGINE_CACHE_MAX_GB,
+    ENGINE_PRECISION_CHOICES,
+    ENGINES,
+    FAST3R_RELEASE_REPO,
+)
 from showroom_ros.ros.input_node import INPUT_EXECUTORS
 
 
@@ -141,7 +148,7 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     ),
     Param(
         "model_engine_cache_max_gb",
-        20.0,
+        ENGINE_CACHE_MAX_GB,
         "Engine cache size limit: the least recently used artefacts (each a copy of the weights, 2.6 GB for "
         "the ViT-L release in fp32) are removed beyond it; 0 = no limit",
         range=(0.0, 10000.0),
