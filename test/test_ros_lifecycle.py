@@ -77,11 +77,26 @@ class Lifecycle:
         self.transitions = client.create_client(GetAvailableTransitions, f"{name}/get_available_transitions")
         for service in (self.change, self.get, self.transitions):
             assert service.wait_for_service(timeout_sec=30.0), node.log()
+        # The graph may still list the services of an earlier test's node of the same name: a request
+        # sent before the new server matched is lost. An answered get_state proves the match.
+        from lifecycle_msgs.srv import GetState
+
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            future = self.get.call_async(GetState.Request())
+            if spin_until(self.client, future.done, 3.0):
+                break
+        else:
+            raise AssertionError(f"get_state never answered\n{node.log()}")
 
     def _call(self, service, request, timeout: float = 60.0):
         future = service.call_async(request)
         assert spin_until(self.client, future.done, timeout), self.node.log()
         return future.result()
+
+    def close(self) -> None:
+        for service in (self.change, self.get, self.transitions):
+            self.client.destroy_client(service)
 
     def state(self) -> str:
         from lifecycle_msgs.srv import GetState
@@ -156,6 +171,7 @@ def test_every_transition_from_another_process_with_frames_flowing(client, proce
     assert lifecycle.set("shutdown") and lifecycle.state() == "finalized"
     assert node.alive() and replay.alive()
     assert "Traceback" not in node.log(), node.log()
+    lifecycle.close()
 
 
 def test_a_failed_configure_says_why_and_stays_unconfigured(client, processes, tmp_path):
@@ -166,6 +182,7 @@ def test_a_failed_configure_says_why_and_stays_unconfigured(client, processes, t
     assert lifecycle.set("configure") is False
     assert lifecycle.state() == "unconfigured" and node.alive()
     assert spin_until(client, lambda: "pose_topics has 2 entries" in node.log(), 10), node.log()
+    lifecycle.close()
 
 
 @pytest.mark.parametrize("target", ["unconfigured", "inactive", "active", "finalized"])
@@ -178,6 +195,7 @@ def test_a_signal_in_every_lifecycle_state_exits_0_within_2_s(client, processes,
     for label in path.get(target, ["configure", "activate", "shutdown"]):
         assert lifecycle.set(label), node.log()
     assert lifecycle.state() == target
+    lifecycle.close()
     if target == "active":
         spin_until(client, lambda: False, 1.0)  # frames are being taken
     started = time.monotonic()
