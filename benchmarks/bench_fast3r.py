@@ -40,9 +40,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from showroom_ros.models import Fast3R, Fast3RConfig, student_config
+from showroom_ros.models.dtypes import TORCH_DTYPES
+from showroom_ros.models.names import COMPUTE_DTYPES
 
 SIZES = {512: (384, 512), 256: (192, 256)}  # long side -> (H, W) of a 4:3 photo
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 GIB = 2**30
 
 
@@ -125,7 +126,7 @@ def worker(case: dict) -> dict:
     device = torch.device(case["device"])
     if case["threads"]:
         torch.set_num_threads(case["threads"])
-    model = build_model(case["model"], DTYPES[case["dtype"]], device, case["checkpoint"])
+    model = build_model(case["model"], TORCH_DTYPES[case["dtype"]], device, case["checkpoint"])
 
     def forward(views: int, height: int, width: int) -> float:
         inputs = [{"img": torch.rand(1, 3, height, width, device=device) * 2 - 1} for _ in range(views)]
@@ -143,13 +144,13 @@ def worker(case: dict) -> dict:
     else:
         before = current_rss()
     # The matmul rate just before and after the forward: on a shared machine the floor moves with the load.
-    rate_before = matmul_rate(DTYPES[case["dtype"]], device, seconds=1.5)
+    rate_before = matmul_rate(TORCH_DTYPES[case["dtype"]], device, seconds=1.5)
     seconds = min(forward(case["views"], case["height"], case["width"]) for _ in range(case["repeats"]))
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    rate_after = matmul_rate(DTYPES[case["dtype"]], device, seconds=1.5)
+    rate_after = matmul_rate(TORCH_DTYPES[case["dtype"]], device, seconds=1.5)
     return {"seconds": seconds, "peak": peak, "before": before, "rate": (rate_before + rate_after) / 2}
 
 
@@ -157,7 +158,7 @@ def rate_worker(case: dict) -> dict:
     device = torch.device(case["device"])
     if case["threads"]:
         torch.set_num_threads(case["threads"])
-    return {name: matmul_rate(DTYPES[name], device) for name in case["dtypes"]}
+    return {name: matmul_rate(TORCH_DTYPES[name], device) for name in case["dtypes"]}
 
 
 def run_in_worker(case: dict) -> dict:
@@ -182,7 +183,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", nargs="+", default=["teacher", "student"], choices=["teacher", "student"])
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=COMPUTE_DTYPES)
     parser.add_argument("--sizes", nargs="+", type=int, default=[512, 256], choices=sorted(SIZES))
     parser.add_argument("--views", nargs="+", type=int, default=[3, 5])
     parser.add_argument("--repeats", type=int, default=1, help="timed forwards per case (the best is kept)")

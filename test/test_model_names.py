@@ -17,8 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from showroom_ros.backends import BackendsConfig, LearnedConfig
+from showroom_ros.distillation.config import DistillConfig
 from showroom_ros.models.names import (
     COMPUTE_DTYPES,
+    DEFAULT_ENGINE,
     DEVICES,
     DTYPE_ALIASES,
     DTYPES,
@@ -90,6 +92,8 @@ def test_the_parameter_table_and_the_cli_use_these_very_tuples() -> None:
     assert options["engine_precision"].choices is ENGINE_PRECISION_CHOICES
     assert BackendsConfig().fast3r.model is FAST3R_RELEASE_REPO
     assert declared["model_engine_cache_max_gb"].default is ENGINE_CACHE_MAX_GB
+    assert declared["model_engine"].default is DEFAULT_ENGINE and options["engine"].default is DEFAULT_ENGINE
+    assert LearnedConfig().engine is DEFAULT_ENGINE and DistillConfig().model.teacher_engine is DEFAULT_ENGINE
     assert LearnedConfig().engine_cache_max_gb is ENGINE_CACHE_MAX_GB
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from showroom_ros.capture.keyframes import Keyframe
 from showroom_ros.geometry.camera import CameraIntrinsics
 from showroom_ros.models.names import (
+    DEFAULT_ENGINE,
     DEVICES,
     ENGINE_CACHE_MAX_GB,
     ENGINE_PRECISION_CHOICES,
@@ -141,7 +142,7 @@ class ModelHolder:
         student: bool = False,
         loader: Callable[[str, str, Any, bool], Fast3R] | None = None,
         label: str = "model",
-        engine: str = "torch",
+        engine: str = DEFAULT_ENGINE,
         engine_precision: str = "auto",
         engine_cache_dir: str = "",
         engine_cache_max_gb: float | None = None,
@@ -314,7 +315,7 @@ class LearnedConfig:
     pnp_iterations: int = 100
     pnp_reprojection_error: float = 5.0
     depth_pixel_stride: int = 4
-    engine: str = "torch"
+    engine: str = DEFAULT_ENGINE
     engine_precision: str = "auto"
     engine_cache_dir: str = ""
     engine_cache_max_gb: float = ENGINE_CACHE_MAX_GB  # least recently used artefacts go beyond it; 0: no limit

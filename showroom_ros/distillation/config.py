@@ -19,7 +19,7 @@ from typing import Any, Union
 
 import yaml
 
-from showroom_ros.models.names import DTYPES, ENGINES, FAST3R_RELEASE_REPO
+from showroom_ros.models.names import DEFAULT_ENGINE, DTYPES, ENGINES, FAST3R_RELEASE_REPO
 
 #: Loss terms the trainer knows (``loss.weights`` keys). The first two are the dense pointmap distillation,
 #: the last three ShowRoom's relation-based terms (RKD distance and angle over the batch, cosine).
@@ -65,7 +65,7 @@ class ModelConfig:
 
     teacher: str = FAST3R_RELEASE_REPO
     teacher_dtype: str = "auto"
-    teacher_engine: str = "torch"  # one of models.names.ENGINES (CPU); int8 is never used for targets
+    teacher_engine: str = DEFAULT_ENGINE  # one of models.names.ENGINES (CPU); int8 is never used for targets
     student_init: str | None = None
     freeze_backbone: bool = True
     image_ids: str = "random"

@@ -26,6 +26,9 @@ DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 ENGINES = ("auto", "torch", "compile", "onnxruntime", "openvino")
 """Inference engines of the network (models/engines.py): ``torch`` is eager, ``auto`` measures and keeps the fastest."""
 
+DEFAULT_ENGINE = "torch"
+"""Eager torch: an engine is opt-in, as it costs a build (minutes) and a copy of the weights on disk."""
+
 ENGINE_PRECISIONS = ("fp32", "bf16", "int8")
 """The precisions an engine is built in (int8: ONNX Runtime only, never chosen by ``auto``)."""
 

@@ -10,6 +10,7 @@ from rclpy.node import Node
 
 from showroom_ros.io.message_layout import DISPLAY_MAX_TRIANGLES
 from showroom_ros.models.names import (
+    DEFAULT_ENGINE,
     DEVICES,
     DTYPES,
     ENGINE_CACHE_MAX_GB,
@@ -129,7 +130,7 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     ),
     Param(
         "model_engine",
-        "torch",
+        DEFAULT_ENGINE,
         "Inference engine of the learned network on CPU: torch (eager), auto (the fastest installed engine "
         "within 1e-3 of eager fp32), compile, onnxruntime, openvino. Built at the first run of each image "
         "size, cached on disk",
