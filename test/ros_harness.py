@@ -261,3 +261,29 @@ def random_request(kind: str, rng: Any) -> tuple[Any, Any]:
         add_to_reconstruction=bool(rng.random() < 0.2),
     )
     return GenerateViews, request
+
+
+# --- fixtures shared by the real-process test modules (import them into the module) ------------------
+@pytest.fixture(scope="module")
+def ros_client():
+    """A client node in the test process (the outside user of the nodes under test)."""
+    ros_init_for_tests()
+    node = Node(f"showroom_test_client_{os.getpid()}")
+    yield node
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+@pytest.fixture
+def node_processes(tmp_path):
+    """start(name, parameters, params_file=None) -> a NodeProcess, stopped (SIGINT) after the test."""
+    started: list[NodeProcess] = []
+
+    def start(name: str, parameters: dict, params_file: Path | None = None) -> NodeProcess:
+        process = NodeProcess(name, parameters, tmp_path, params_file)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -17,7 +17,6 @@ from ros_harness import (
     NodeProcess,
     call_service,
     requires_ros,
-    ros_init_for_tests,
     spin_until,
 )
 
@@ -29,40 +28,17 @@ else:  # collected (and skipped) without ROS
     SHOWROOM_PARAMETERS_FOR_REPLAY = {}
 
 
-@pytest.fixture(scope="module")
-def client():
-    import rclpy
-    from rclpy.node import Node
-
-    ros_init_for_tests()
-    node = Node("showroom_lifecycle_client")
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown()
-
-
-@pytest.fixture
-def processes(tmp_path):
-    started: list[NodeProcess] = []
-
-    def start(name: str, parameters: dict) -> NodeProcess:
-        process = NodeProcess(name, parameters, tmp_path, REPO_ROOT / "config" / "showroom.yaml")
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+CONFIG = REPO_ROOT / "config" / "showroom.yaml"
 
 
 def _managed(processes, tmp_path: Path) -> NodeProcess:
     params = {**SHOWROOM_PARAMETERS_FOR_REPLAY, "output_dir": str(tmp_path / "out"), "lifecycle": True}
-    return processes("showroom_node", {**params, "autosave": False, "idle_reconstruct_s": 1.0})
+    return processes("showroom_node", {**params, "autosave": False, "idle_reconstruct_s": 1.0}, CONFIG)
 
 
 def _replay(processes) -> NodeProcess:
     folder = str(REPO_ROOT / "data" / "redkitchen")
-    return processes("showroom_replay", {"folder": folder, "rate_hz": 5.0, "repeat_each": 1, "loop": True})
+    return processes("showroom_replay", {"folder": folder, "rate_hz": 5.0, "repeat_each": 1, "loop": True}, CONFIG)
 
 
 class Lifecycle:
@@ -126,7 +102,8 @@ class Counter:
         self.count, self.msg = self.count + 1, msg
 
 
-def test_every_transition_from_another_process_with_frames_flowing(client, processes, tmp_path):
+def test_every_transition_from_another_process_with_frames_flowing(ros_client, node_processes, tmp_path):
+    client, processes = ros_client, node_processes
     from sensor_msgs.msg import PointCloud2
     from std_srvs.srv import Trigger
 
@@ -174,10 +151,11 @@ def test_every_transition_from_another_process_with_frames_flowing(client, proce
     lifecycle.close()
 
 
-def test_a_failed_configure_says_why_and_stays_unconfigured(client, processes, tmp_path):
+def test_a_failed_configure_says_why_and_stays_unconfigured(ros_client, node_processes, tmp_path):
     """Parameters are checked at configure: a bad combination fails the transition, the node lives on."""
+    client, processes = ros_client, node_processes
     params = {**SHOWROOM_PARAMETERS_FOR_REPLAY, "output_dir": str(tmp_path / "out"), "lifecycle": True}
-    node = processes("showroom_node", {**params, "pose_source": "topic", "pose_topics": ["/a", "/b"]})
+    node = processes("showroom_node", {**params, "pose_source": "topic", "pose_topics": ["/a", "/b"]}, CONFIG)
     lifecycle = Lifecycle(client, node)
     assert lifecycle.set("configure") is False
     assert lifecycle.state() == "unconfigured" and node.alive()
@@ -187,7 +165,8 @@ def test_a_failed_configure_says_why_and_stays_unconfigured(client, processes, t
 
 @pytest.mark.parametrize("target", ["unconfigured", "inactive", "active", "finalized"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_in_every_lifecycle_state_exits_0_within_2_s(client, processes, tmp_path, target, signum):
+def test_a_signal_in_every_lifecycle_state_exits_0_within_2_s(ros_client, node_processes, tmp_path, target, signum):
+    client, processes = ros_client, node_processes
     node = _managed(processes, tmp_path)
     _replay(processes)
     lifecycle = Lifecycle(client, node)
