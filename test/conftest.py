@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ("ci_skips", "pytester")  # test/ci_skips.py: a skip on CI fails unless marked may_skip_on_ci
-
-pytest_plugins = ("ros_harness",)  # its ros_client / node_processes fixtures, for every real-process module
+pytest_plugins = (
+    "ci_skips",  # test/ci_skips.py: a skip on CI fails unless marked may_skip_on_ci
+    "pytester",  # test_conftest.py runs ci_skips on test files of its own
+    "ros_harness",  # its ros_client / node_processes fixtures, for every real-process module
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_ROOT = REPO_ROOT.parent / "shared"

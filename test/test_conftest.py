@@ -128,3 +128,9 @@ def test_old_run_folders_go_but_a_running_runs_folder_stays(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in [*ordered[len(expected) :], *running, other]
     )
+
+
+def test_the_suite_itself_runs_with_the_ci_rule(request: pytest.FixtureRequest) -> None:
+    """conftest.py loads ci_skips (a second ``pytest_plugins = ...`` there once replaced the first)."""
+    assert request.config.pluginmanager.get_plugin("ci_skips") is not None
+    assert any(line.startswith("may_skip_on_ci") for line in request.config.getini("markers"))
