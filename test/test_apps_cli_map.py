@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import open3d as o3d
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 from test_apps_cli_reconstruct import SAMPLE, ground_truth_points
 
 from showroom_ros.apps.cli import main
 from showroom_ros.apps.map_session import gravity_from_first_camera, load_map
 from showroom_ros.io.datasets import load_frame_folder
+from showroom_ros.io.file_names import NAME_RULE, name_refusal
 from showroom_ros.io.map_files import read_nav2_map
 from showroom_ros.mapping.occupancy import FREE, OCCUPIED
 
@@ -110,3 +115,26 @@ def test_reconstruct_map_over_a_whole_bag(tmp_path: Path, capsys: pytest.Capture
     assert [w["integrated"] for w in summary["windows"]] == [2, 1, 1, 1]
     assert summary["occupancy"] is None and "not gravity-aligned" in summary["occupancy_reason"]
     assert not (out / "kitchen_occupancy.yaml").exists() and (out / "kitchen_volume.npz").is_file()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(max_size=140).filter(lambda name: name_refusal(name) is not None), with_map=st.booleans())
+def test_a_name_that_breaks_the_rule_is_one_line_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], name: str, with_map: bool
+) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch, "out")
+        argv = ["reconstruct", str(SAMPLE), f"--name={name}", "--out", str(out), "--quiet"]
+        code = main([*argv, "--map"] if with_map else argv)
+        error = capsys.readouterr().err.strip()
+        assert code == 1 and len(error.splitlines()) == 1 and NAME_RULE in error and repr(name) in error, error
+        assert os.listdir(scratch) == []
+
+
+def test_a_path_whose_name_breaks_the_rule_asks_for_a_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "kitchen photos"
+    shutil.copytree(SAMPLE, folder)
+    assert main(["reconstruct", str(folder), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "'kitchen photos'" in error and NAME_RULE in error and "--name" in error, error
+    assert not (tmp_path / "out").exists()

@@ -24,13 +24,20 @@ from typing import Any
 
 import numpy as np
 
+from showroom_ros.io.file_names import (
+    GENERATED_SUFFIX,
+    KEYFRAMES_SUFFIX,
+    NAME_RULE,
+    name_refusal,
+    reconstruction_files,
+)
 from showroom_ros.io.message_layout import DISPLAY_MAX_TRIANGLES
+from showroom_ros.models.names import DEFAULT_ENGINE, ENGINE_PRECISION_CHOICES, ENGINES, FAST3R_RELEASE_REPO
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-KEYFRAMES_SUFFIX = "_keyframes"
-GENERATED_SUFFIXES = ("_generated", "generated")
+GENERATED_SUFFIXES = (GENERATED_SUFFIX, "generated")  # beside the .npz, or a folder named "generated"
 
 
 class CliError(RuntimeError):
@@ -115,7 +122,7 @@ def _make_backends(
     folder should not start a multi-gigabyte download on its own.
     """
     try:
-        from showroom_ros.backends import FAST3R_DEFAULT_MODEL, BackendsConfig, LearnedConfig, build_backends
+        from showroom_ros.backends import BackendsConfig, LearnedConfig, build_backends
     except ImportError as error:  # a core without learned backends: the weight-free ones only
         from showroom_ros.reconstruction.pipeline import default_backends
 
@@ -131,7 +138,7 @@ def _make_backends(
         )
     fast3r_model = model if (backend in ("fast3r", "auto") and model) else ""
     if backend == "fast3r" and not model:
-        fast3r_model = FAST3R_DEFAULT_MODEL
+        fast3r_model = FAST3R_RELEASE_REPO
     showroom_model = model if backend == "showroom" else ""
     learned_device = device or "auto"
 
@@ -199,7 +206,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     quiet = args.quiet
     source = Path(args.path).expanduser()
-    name = args.name or (source.stem if source.is_file() else source.resolve().name) or "reconstruction"
+    given = args.name is not None
+    name = args.name if given else (source.stem if source.is_file() else source.resolve().name) or "reconstruction"
+    refusal = name_refusal(name, "--name" if given else "output name")
+    if refusal is not None:
+        raise CliError(refusal if given else f"{refusal}; it is PATH's name: choose one with --name")
     out = Path(args.out).expanduser() if args.out else Path("output") / name
     progress = _progress_factory(quiet)
     try:
@@ -266,13 +277,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         reconstruction.frame_id = offline.fixed_frame  # as the node does with its map_frame
 
     write_started = time.perf_counter()
-    written: dict[str, Path] = {"png": save_preview_png(reconstruction, out / f"{name}.png")}
+    paths = reconstruction_files(out, name)
+    written: dict[str, Path] = {"png": save_preview_png(reconstruction, paths["png"])}
     first_picture = time.perf_counter() - started
-    written["cloud"] = save_point_cloud_ply(reconstruction, out / f"{name}.ply")
+    written["cloud"] = save_point_cloud_ply(reconstruction, paths["cloud"])
     if reconstruction.mesh is not None:
-        written["mesh"] = save_mesh_ply(reconstruction.mesh, out / f"{name}_mesh.ply")
-    written["glb"] = save_glb(reconstruction, out / f"{name}.glb")
-    written["npz"] = save_npz(reconstruction, out / f"{name}.npz")
+        written["mesh"] = save_mesh_ply(reconstruction.mesh, paths["mesh"])
+    written["glb"] = save_glb(reconstruction, paths["glb"])
+    written["npz"] = save_npz(reconstruction, paths["npz"])
     written["keyframes"] = _write_keyframes(
         keyframes, reconstruction.camera_poses, out / f"{name}{KEYFRAMES_SUFFIX}"
     )
@@ -657,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("path", help="image folder, frames_c2w.txt folder, or rosbag2 (MCAP or sqlite3)")
     rec.add_argument("--out", help="output folder (default: output/<name of PATH>)")
-    rec.add_argument("--name", help="base name of the output files (default: the name of PATH)")
+    rec.add_argument("--name", help=f"base name of the output files: {NAME_RULE} (default: the name of PATH)")
     rec.add_argument(
         "--backend",
         default="auto",
@@ -667,14 +679,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--device", help="device of the learned backend: auto, cpu, cuda or cuda:N")
     rec.add_argument(
         "--engine",
-        default="torch",
-        choices=("torch", "auto", "compile", "onnxruntime", "openvino"),
+        default=DEFAULT_ENGINE,
+        choices=ENGINES,
         help="inference engine of the learned network on CPU (default torch; docs/fast3r.md)",
     )
     rec.add_argument(
         "--engine-precision",
         default="auto",
-        choices=("auto", "fp32", "bf16", "int8"),
+        choices=ENGINE_PRECISION_CHOICES,
         help="engine precision: auto (= the model dtype), fp32, bf16, int8 (onnxruntime only)",
     )
     rec.add_argument(
