@@ -35,17 +35,12 @@ from showroom_ros.capture.keyframes import Keyframe, KeyframeSelector, KeyframeS
 from showroom_ros.io.datasets import FRAME_PERIOD_NS, DatasetError, find_index, load_frame_folder, read_frame_index
 from showroom_ros.io.datasets import read_rgb as _read_rgb
 from showroom_ros.io.export import atomic_write, atomic_write_text, save_mesh_ply, save_point_cloud_ply
-from showroom_ros.io.file_names import MAP_FILES, NAME_PATTERN, map_files, map_files_beside
+from showroom_ros.io.file_names import MAP_FILES, map_files, map_files_beside
 from showroom_ros.io.map_files import read_nav2_map, write_nav2_map
 from showroom_ros.mapping.occupancy import OccupancyGrid
 from showroom_ros.mapping.robot_map import MapInputError, MapUpdate, RobotMap, RobotMapConfig
 from showroom_ros.reconstruction.pipeline import ReconstructionError, ReconstructionPipeline
 from showroom_ros.reconstruction.result import Reconstruction, TriangleMesh
-
-# Transitional, for ros/showroom_node.py until it imports io/file_names.py itself; remove them then.
-SAFE_NAME = NAME_PATTERN
-map_file_paths = map_files
-
 
 # --- save / load -----------------------------------------------------------------------------------
 
