@@ -202,3 +202,20 @@ def test_quiesce_cancels_what_is_queued_and_waits_for_the_running_job():
     assert queued.cancelled() and running.result() == "finished"
     scheduler.shutdown()
     assert scheduler.submit_map(lambda: "after") is None  # closed: refused, not raised
+
+
+def test_a_users_unnamed_save_survives_autosave_pruning(tmp_path):
+    """~/save without a name used to default to 'reconstruction-<time>', the autosaves' prefix: the next
+    autosave's pruning deleted it."""
+    from showroom_ros.io.export import prune_saved
+    from showroom_ros.io.file_names import RECONSTRUCTION_FILES, checked_name, timestamped_name
+    from showroom_ros.ros.result_outputs import AUTOSAVE_PREFIX
+    from showroom_ros.ros.services import SAVE_PREFIX
+
+    users, _ = checked_name("", SAVE_PREFIX, tmp_path)
+    names = [users] + [timestamped_name(AUTOSAVE_PREFIX.rstrip("-"), sequence=i) for i in range(3)]
+    for name in names:
+        (tmp_path / f"{name}{RECONSTRUCTION_FILES['npz']}").write_bytes(b"npz")
+    pruned = prune_saved(tmp_path, AUTOSAVE_PREFIX, keep=1)
+    assert len(pruned) == 2 and users not in pruned
+    assert (tmp_path / f"{users}.npz").is_file()

@@ -8,7 +8,6 @@ inactive they deliver nothing.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from visualization_msgs.msg import MarkerArray
 
 from showroom_ros.capture.keyframes import Keyframe
 from showroom_ros.io.export import prune_saved, save_reconstruction
+from showroom_ros.io.file_names import timestamped_name
 from showroom_ros.reconstruction.result import Reconstruction
 from showroom_ros.reconstruction.surface import decimate_mesh
 from showroom_ros.ros import conversions as conv
@@ -112,7 +112,7 @@ class ResultOutputs:
         """Save, then prune the oldest autosaves (``autosave_keep``, ``autosave_max_mb``); returns what to
         say ('' when nothing). A full or read-only disk is a warning, never a failed reconstruction."""
         self._autosaves += 1
-        name = f"{AUTOSAVE_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{self._autosaves:04d}"
+        name = timestamped_name(AUTOSAVE_PREFIX.rstrip("-"), sequence=self._autosaves)
         try:
             save_reconstruction(result, self.output_dir, name)
             pruned = prune_saved(

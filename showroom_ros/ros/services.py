@@ -21,6 +21,9 @@ from showroom_ros.ros.reconstruction_jobs import ReconstructionJobs, generated_v
 from showroom_ros.ros.scheduler import Scheduler, wait_for
 from showroom_ros.srv import GenerateViews, LoadMap, Reconstruct, SaveReconstruction
 
+SAVE_PREFIX = "saved"
+"""Default name prefix of ``~/save``: never the autosaves' (those are pruned, a user's saves are not)."""
+
 
 class NodeServices:
     """Creates the services on ``node`` (in ``group``) and answers them; ``inactive()`` returns why the
@@ -122,7 +125,8 @@ class NodeServices:
         return response
 
     def save(self, request: SaveReconstruction.Request, response: SaveReconstruction.Response):
-        name = self._name(request.name, "reconstruction", response)
+        # Not "reconstruction-": that prefix is the autosaves', which are pruned (ros/result_outputs.py).
+        name = self._name(request.name, SAVE_PREFIX, response)
         if name is None:
             return response
         result = self.jobs.last.result
