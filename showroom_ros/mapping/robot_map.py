@@ -322,6 +322,9 @@ class RobotMap:
         self._obstacles = _Obstacles(occ)
         self._obstacles_stale = False
         self._integrated: set[KeyframeKey] = set()
+        # Fused since the last refresh: the blocks whose chunks need meshing again, and the rays for the grid.
+        self._pending_reports: list[IntegrationReport] = []
+        self._pending_rays: list[Rays] = []
         self._occupancy: OccupancyGrid | None = None
         self._occupancy_reason = "the map is empty"
 
@@ -406,13 +409,10 @@ class RobotMap:
                 f"the reconstruction placed {len(poses)} of {len(keyframes)} keyframes: using the keyframes' own poses"
             )
         points, confidence = reconstruction.points, reconstruction.confidence
-        rays: list[Rays] = []
         for index in chosen:
             keyframe = keyframes[index]
-            key = keyframe_key(keyframe)
-            if key in self._integrated:
-                update.skipped.append(index)
-                update.messages.append(f"keyframe {index} is already in the map: not integrated again")
+            if keyframe_key(keyframe) in self._integrated:
+                update.skipped.append(index)  # fused already (the keyframe-rate path got there first)
                 continue
             pose = poses[index] if paired else keyframe.pose
             if pose is None:
@@ -422,36 +422,86 @@ class RobotMap:
             colour_k = keyframe.intrinsics
             if colour_k is None and paired and len(reconstruction.intrinsics) == len(keyframes):
                 colour_k = reconstruction.intrinsics[index]
-            if colour_k is not None:
-                colour_k = _for_size(colour_k, keyframe.width, keyframe.height)
-            if colour_k is None:
+            self._fuse(index, keyframe, pose, colour_k, update, points, confidence)
+        return self._refreshed(update)
+
+    def fuse_keyframes(self, keyframes: Sequence[Keyframe]) -> MapUpdate:
+        """The keyframe-rate path: each keyframe with its own pose and sensor depth into the TSDF, once.
+
+        No reconstruction is needed (depth with a pose is all a TSDF needs), and nothing is meshed: the
+        chunks and the grid catch up at :meth:`refresh`, at the rate the map is published. A keyframe
+        without a pose, depth or intrinsics is skipped with the reason in ``update.messages``.
+        """
+        update = MapUpdate()
+        empty_points, empty_confidence = np.zeros((0, 3)), np.zeros(0)
+        for index, keyframe in enumerate(keyframes):
+            if keyframe_key(keyframe) in self._integrated:
                 update.skipped.append(index)
-                update.messages.append(f"keyframe {index} has no intrinsics for its image size: skipped")
                 continue
-            depth, depth_k, source = self._depth_of(keyframe, colour_k, pose, points, confidence)
-            if depth_k is None:
+            missing = [name for name in ("pose", "depth") if getattr(keyframe, name) is None]
+            if missing:
                 update.skipped.append(index)
-                update.messages.append(f"keyframe {index}: depth intrinsics do not fit its depth image: skipped")
+                update.messages.append(f"keyframe {index} has no {' or '.join(missing)}: not fused at keyframe rate")
                 continue
-            report = self.volume.integrate(depth, depth_k, pose, keyframe.image, colour_k)
-            update.reports.append(report)
-            if len(report.dropped_blocks):
-                update.messages.append(f"keyframe {index}: {report.message}")
-            if len(report.touched_blocks) == 0:
-                update.messages.append(
-                    f"keyframe {index}: no {source} depth within {self.config.volume.depth_min:g}-"
-                    f"{self.config.volume.depth_max:g} m"
-                )
-            rays.append(depth_rays(depth, depth_k, pose, self.config.ray_stride, self.config.volume.depth_max))
-            self._integrated.add(key)
-            update.integrated.append(index)
-            update.depth_sources.append(source)
-        if update.integrated:
-            touched = [r.touched_blocks for r in update.reports]
-            dropped = [r.dropped_blocks for r in update.reports]
+            self._fuse(index, keyframe, keyframe.pose, keyframe.intrinsics, update, empty_points, empty_confidence)
+        return self._finish(update)
+
+    @property
+    def pending(self) -> int:
+        """Keyframes fused since the last :meth:`refresh` (their chunks and grid cells are not updated yet)."""
+        return len(self._pending_reports)
+
+    def refresh(self) -> MapUpdate:
+        """Mesh the chunks of every block touched since the last refresh, and rebuild the grid."""
+        return self._refreshed(MapUpdate())
+
+    def _fuse(
+        self,
+        index: int,
+        keyframe: Keyframe,
+        pose: np.ndarray,
+        colour_k: CameraIntrinsics | None,
+        update: MapUpdate,
+        points: np.ndarray,
+        confidence: np.ndarray,
+    ) -> None:
+        """One keyframe into the TSDF; its blocks and rays wait for :meth:`_refreshed`."""
+        if colour_k is not None:
+            colour_k = _for_size(colour_k, keyframe.width, keyframe.height)
+        if colour_k is None:
+            update.skipped.append(index)
+            update.messages.append(f"keyframe {index} has no intrinsics for its image size: skipped")
+            return
+        depth, depth_k, source = self._depth_of(keyframe, colour_k, pose, points, confidence)
+        if depth_k is None:
+            update.skipped.append(index)
+            update.messages.append(f"keyframe {index}: depth intrinsics do not fit its depth image: skipped")
+            return
+        report = self.volume.integrate(depth, depth_k, pose, keyframe.image, colour_k)
+        update.reports.append(report)
+        self._pending_reports.append(report)
+        if len(report.dropped_blocks):
+            update.messages.append(f"keyframe {index}: {report.message}")
+        if len(report.touched_blocks) == 0:
+            update.messages.append(
+                f"keyframe {index}: no {source} depth within {self.config.volume.depth_min:g}-"
+                f"{self.config.volume.depth_max:g} m"
+            )
+        self._pending_rays.append(
+            depth_rays(depth, depth_k, pose, self.config.ray_stride, self.config.volume.depth_max)
+        )
+        self._integrated.add(keyframe_key(keyframe))
+        update.integrated.append(index)
+        update.depth_sources.append(source)
+
+    def _refreshed(self, update: MapUpdate) -> MapUpdate:
+        """Catch the chunks and the grid up with everything fused since the last refresh."""
+        if self._pending_reports:
+            reports, rays = self._pending_reports, self._pending_rays
+            self._pending_reports, self._pending_rays = [], []
             combined = IntegrationReport(
-                touched_blocks=np.concatenate(touched).astype(np.int32),
-                dropped_blocks=np.concatenate(dropped).astype(np.int32),
+                touched_blocks=np.concatenate([r.touched_blocks for r in reports]).astype(np.int32),
+                dropped_blocks=np.concatenate([r.dropped_blocks for r in reports]).astype(np.int32),
             )
             update.chunks = self.chunks.update(combined)
             self._refresh_occupancy(rays)
@@ -541,6 +591,7 @@ class RobotMap:
         self.volume.clear()
         self._free.clear()
         self._integrated.clear()
+        self._pending_reports, self._pending_rays = [], []
         self._obstacles.clear()
         self._occupancy = None
         self._occupancy_reason = "the map is empty"
@@ -569,6 +620,7 @@ class RobotMap:
         self.volume = loaded
         self.chunks = ChunkedMesh(self.volume, self.config.chunk_size_m, keep_points=True)
         self._integrated.clear()
+        self._pending_reports, self._pending_rays = [], []
         self._obstacles.clear()
         self._obstacles_stale = False
         self._free.clear()
