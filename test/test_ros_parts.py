@@ -96,15 +96,22 @@ def test_settings_share_the_parameter_values():
 
 
 # --- the scheduler --------------------------------------------------------------------------------
-def _keyframes(n: int) -> list[Keyframe]:
+def _keyframes(n: int, first_stamp: int = 0) -> list[Keyframe]:
     import numpy as np
 
-    return [Keyframe(np.zeros((4, 4, 3), np.uint8), stamp_ns=i + 1) for i in range(n)]
+    return [Keyframe(np.zeros((4, 4, 3), np.uint8), stamp_ns=first_stamp + i + 1) for i in range(n)]
 
 
-def test_busy_sees_map_jobs_and_a_queued_generation_does_not_overwrite_the_running_window():
+def _full_buffer(n: int = 5, first_stamp: int = 0) -> KeyframeBuffer:
+    buffer = KeyframeBuffer(n)
+    for keyframe in _keyframes(n, first_stamp):
+        buffer.add(keyframe)
+    return buffer
+
+
+def test_a_queued_generation_does_not_overwrite_the_running_window():
     scheduler = Scheduler()
-    window_started, release_window, release_map = threading.Event(), threading.Event(), threading.Event()
+    window_started, release_window = threading.Event(), threading.Event()
 
     def window(keyframes):
         window_started.set()
@@ -112,16 +119,9 @@ def test_busy_sees_map_jobs_and_a_queued_generation_does_not_overwrite_the_runni
         return len(keyframes)
 
     try:
-        map_job = scheduler.submit_map(lambda: release_map.wait(10) or "done")
-        assert scheduler.busy(), "a map job is work: busy() must say so"
-        release_map.set()
-        assert wait_for(map_job, 10, "") == (True, None)
-
-        buffer = KeyframeBuffer(5)
-        for keyframe in _keyframes(5):
-            buffer.add(keyframe)
-        job = scheduler.start_window(buffer, "test", window, continuous=False, max_pending=3, overlap=1)
+        job = scheduler.start_window(_full_buffer(), "test", window, continuous=False, max_pending=3, overlap=1)
         assert job is not None and window_started.wait(10)
+        assert scheduler.busy()
         generation, refusal = scheduler.submit_generation(lambda: "views")
         assert generation is not None and refusal == ""
         second, refusal = scheduler.submit_generation(lambda: "views")
@@ -134,13 +134,42 @@ def test_busy_sees_map_jobs_and_a_queued_generation_does_not_overwrite_the_runni
         assert not scheduler.busy()
     finally:
         release_window.set()
-        release_map.set()
+        scheduler.shutdown()
+
+
+def test_a_full_window_queue_gives_way_to_the_newest_window():
+    """Continuous mode: windows slower than the camera never stop keyframes from being taken; the oldest
+    queued window (not the running one) gives way, and who is told gets its keyframes."""
+    scheduler = Scheduler()
+    release = threading.Event()
+    superseded: list[list] = []
+    try:
+        futures = [
+            scheduler.start_window(
+                _full_buffer(3, 10 * i),
+                "test",
+                lambda k: (release.wait(10), k[-1].stamp_ns)[-1],
+                continuous=True,
+                max_pending=2,
+                overlap=0,
+                superseded=superseded.append,
+            )
+            for i in range(4)
+        ]
+        assert all(f is not None for f in futures)
+        assert [k.stamp_ns for k in superseded[0]] == [11, 12, 13] and len(superseded) == 2
+        assert scheduler.snapshot().superseded_windows == 2 and scheduler.snapshot().pending_windows == 2
+        release.set()
+        assert futures[0].result(10) == 3 and futures[3].result(10) == 33  # the running one and the newest
+        assert futures[1].cancelled() and futures[2].cancelled()
+    finally:
+        release.set()
         scheduler.shutdown()
 
 
 def test_scheduler_under_many_submitting_threads(fast_switching):
-    """Windows, generations and map jobs from six threads: one generation at a time, every job ends,
-    the pending windows never exceed the bound, and busy() is True while anything is queued."""
+    """Windows and generations from five threads: one generation queued at a time, every job ends or gives
+    way to a newer window, and the pending windows never exceed the bound."""
     scheduler = Scheduler()
     running = {"generation": 0}
     lock = threading.Lock()
@@ -174,17 +203,13 @@ def test_scheduler_under_many_submitting_threads(fast_switching):
                 assert sum(not g.done() for g in generations) <= 1, "two generations queued at once"
             futures.append(job)
 
-    def submit_map():
-        job = scheduler.submit_map(lambda: "m")
-        if job is not None:
-            assert scheduler.busy() or job.done()
-            futures.append(job)
 
     try:
-        errors = _hammer([submit_window, submit_window, submit_generation, submit_generation, submit_map, submit_map])
+        errors = _hammer([submit_window, submit_window, submit_window, submit_generation, submit_generation])
         assert not errors, errors[:1]
         for future in list(futures):
-            future.result(timeout=30)
+            if not future.cancelled():  # a window that gave way to a newer one
+                future.result(timeout=30)
         assert not scheduler.busy() and scheduler.snapshot().queued == 0
         assert len(futures) > 50
     finally:
@@ -194,14 +219,16 @@ def test_scheduler_under_many_submitting_threads(fast_switching):
 def test_quiesce_cancels_what_is_queued_and_waits_for_the_running_job():
     scheduler = Scheduler()
     started, release = threading.Event(), threading.Event()
-    running = scheduler.submit_map(lambda: (started.set(), release.wait(10), "finished")[-1])
-    queued = scheduler.submit_map(lambda: "never")
+    running = scheduler.start_window(
+        _full_buffer(), "t", lambda k: (started.set(), release.wait(10), "finished")[-1], True, 3, 0
+    )
+    queued, _ = scheduler.submit_generation(lambda: "never")
     assert started.wait(10)
     threading.Timer(0.2, release.set).start()
     assert scheduler.quiesce(5.0)
     assert queued.cancelled() and running.result() == "finished"
     scheduler.shutdown()
-    assert scheduler.submit_map(lambda: "after") is None  # closed: refused, not raised
+    assert scheduler.submit_generation(lambda: "after") == (None, "the node is stopping")  # refused, not raised
 
 
 def test_a_users_unnamed_save_survives_autosave_pruning(tmp_path):
@@ -219,3 +246,105 @@ def test_a_users_unnamed_save_survives_autosave_pruning(tmp_path):
     pruned = prune_saved(tmp_path, AUTOSAVE_PREFIX, keep=1)
     assert len(pruned) == 2 and users not in pruned
     assert (tmp_path / f"{users}.npz").is_file()
+
+
+# --- the map's own thread -------------------------------------------------------------------------
+@pytest.fixture
+def map_node():
+    from rclpy.node import Node
+    from ros_harness import ros_init_for_tests
+
+    ros_init_for_tests()
+    node = Node(f"map_part_test_{id(object())}")
+    yield node
+    node.destroy_node()
+
+
+def _mapping(node, tmp_path, **kwargs):
+    from showroom_ros.mapping.point_map import MapConfig
+    from showroom_ros.mapping.robot_map import RobotMapConfig
+    from showroom_ros.mapping.volume import VolumeConfig
+    from showroom_ros.ros.guard import CallbackGuard
+    from showroom_ros.ros.map_outputs import MapOutputs
+    from showroom_ros.ros.robot_mapping import RobotMapping
+
+    outputs = MapOutputs(node, node.create_publisher, CallbackGuard(node.get_logger).wrap)
+    config = RobotMapConfig(volume=VolumeConfig(voxel_size=0.04, depth_max=4.0))
+    return RobotMapping(config, MapConfig(), outputs, tmp_path, True, node.get_logger, **kwargs)
+
+
+def _kitchen_keyframes() -> list[Keyframe]:
+    from pathlib import Path
+
+    from showroom_ros.io.datasets import load_frame_folder
+
+    return load_frame_folder(Path(__file__).resolve().parents[1] / "data" / "redkitchen")
+
+
+def test_a_burst_faster_than_integration_stays_bounded_and_the_newest_wins(map_node, tmp_path):
+    from dataclasses import replace
+
+    mapping = _mapping(map_node, tmp_path, queue_size=4, publish_rate_hz=30.0)
+    release = threading.Event()
+    try:
+        held = mapping.submit(lambda: release.wait(10))  # the map's thread is busy: keyframes queue up
+        kitchen = _kitchen_keyframes()
+        burst = [replace(kitchen[i % len(kitchen)], stamp_ns=1_000 + i) for i in range(50)]
+        for keyframe in burst:
+            mapping.offer(keyframe)
+        state = mapping.snapshot()
+        assert state.waiting == 4 and state.dropped == 46, state
+        release.set()
+        held.result(10)
+        deadline = time.monotonic() + 60
+        while not mapping.idle() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state = mapping.snapshot()
+        assert state.integrated == 4 and state.waiting == 0 and state.dropped == 46
+        assert state.stamp_ns == burst[-1].stamp_ns  # the newest frame is in the map, and the stamp says so
+        mapping.offer(replace(kitchen[0], depth=None))  # no sensor depth: for the windows, not this path
+        assert mapping.snapshot().waiting == 0
+    finally:
+        release.set()
+        assert mapping.stop(5.0)
+
+
+def test_map_outputs_carry_the_newest_integrated_frames_stamp(map_node, tmp_path):
+    """A client can tell how old the map is: every map output's stamp is a camera frame's, not the clock's."""
+    import rclpy
+    from nav_msgs.msg import OccupancyGrid
+    from sensor_msgs.msg import PointCloud2
+    from visualization_msgs.msg import MarkerArray
+
+    from showroom_ros.ros.qos import LATCHED
+
+    received: dict[str, list] = {"mesh": [], "grid": [], "cloud": []}
+    name = map_node.get_fully_qualified_name()
+    for key, msg_type, topic in (
+        ("mesh", MarkerArray, "map_mesh"),
+        ("grid", OccupancyGrid, "occupancy"),
+        ("cloud", PointCloud2, "map"),
+    ):
+        map_node.create_subscription(msg_type, f"{name}/{topic}", received[key].append, LATCHED)
+    mapping = _mapping(map_node, tmp_path, publish_rate_hz=30.0)
+    try:
+        kitchen = _kitchen_keyframes()
+        stamps = [7_000_000_123 + i * 200_000_000 for i in range(len(kitchen))]
+        from dataclasses import replace
+
+        for keyframe, stamp in zip(kitchen, stamps, strict=True):
+            mapping.offer(replace(keyframe, stamp_ns=stamp))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            mapping.idle() and mapping.snapshot().integrated == len(kitchen) and all(received.values())
+        ):
+            rclpy.spin_once(map_node, timeout_sec=0.05)
+        assert all(received.values()), {k: len(v) for k, v in received.items()}
+        newest = received["mesh"][-1].markers[0].header.stamp
+        for messages in received.values():
+            header = messages[-1].markers[0].header if hasattr(messages[-1], "markers") else messages[-1].header
+            stamp_ns = header.stamp.sec * 10**9 + header.stamp.nanosec
+            assert stamp_ns in stamps, f"{stamp_ns} is no camera frame's stamp"
+        assert newest.sec * 10**9 + newest.nanosec == stamps[-1]
+    finally:
+        assert mapping.stop(5.0)

@@ -207,6 +207,18 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         range=(100, 10000000),
     ),
     Param(
+        "map_publish_rate_hz",
+        2.0,
+        "Most map updates per second (~/map_mesh changed chunks, ~/occupancy, ~/map), sent only when the map changed",
+        range=(0.1, 30.0),
+    ),
+    Param(
+        "map_queue_size",
+        8,
+        "Keyframes waiting for keyframe-rate integration; beyond it the oldest is dropped (the newest wins), counted",
+        range=(1, 1000),
+    ),
+    Param(
         "map_chunk_size",
         1.0,
         "Edge of the ~/map_mesh chunks (m, rounded to whole TSDF blocks): one marker each, resent only when changed",

@@ -87,7 +87,7 @@ def build_parts(
     )
     inputs = CameraInputs(s.topics, params, collector, counters)
     trigger = WindowTrigger(
-        params, s.continuous, collector, inputs, scheduler, jobs.reconstruct, logger, publish_status
+        params, s.continuous, collector, inputs, scheduler, jobs.reconstruct, mapping.offer, logger, publish_status
     )
     inputs.handle = trigger.handle
     services = NodeServices(node, group, scheduler, jobs, collector, poses, trigger.start, why_inactive)

@@ -97,7 +97,7 @@ class ReconstructionJobs:
                     f" ({'metric, from depth' if result.metric else 'arbitrary scale'})"
                 )
             self.outputs.publish(result, keyframes)
-            self.mapping.update(result, keyframes)
+            self.mapping.integrate_result(result, keyframes)  # on the map's thread; the window goes on
             pruned = self.outputs.autosave(result) if self.params["autosave"] else ""
         except Exception as error:
             if self._stopping():
@@ -118,9 +118,11 @@ class ReconstructionJobs:
             self._logger().warning(f"{result.backend} result: {note}")
         with self._lock:
             self._last = LastResult(result, list(keyframes), seconds)
-        message = f"reconstruction done with backend {result.backend} in {seconds:.2f}s" + "".join(
-            f"; {note}" for note in result.notes
-        ) + (f"; {pruned}" if pruned else "")
+        message = (
+            f"reconstruction done with backend {result.backend} in {seconds:.2f}s"
+            + "".join(f"; {note}" for note in result.notes)
+            + (f"; {pruned}" if pruned else "")
+        )
         self.scheduler.set(state="collecting", progress=1.0, message=message)
         self._publish_status()
         return result

@@ -1,15 +1,28 @@
-"""The node's robot map: the TSDF map (``volumetric_map``) or merged clouds, and its save/load/clear.
+"""The node's robot map on a thread of its own: keyframe-rate integration, window results, save/load/clear.
 
-The maps are touched only on the scheduler's worker thread (integration, save, load and clear are all
-jobs there), so they need no lock of their own; what ~/status reads about them (the last update and a
-note when a result stayed out) is kept under this part's lock. Outputs go through
-:class:`showroom_ros.ros.map_outputs.MapOutputs`, stamped with the newest keyframe the map includes.
+Two paths feed the map (docs/mapping.md):
+
+* **keyframe rate**: a keyframe with sensor depth and a pose is offered here as soon as it is accepted
+  (:meth:`RobotMapping.offer`, from the camera-input thread, never blocking) and fused on this part's
+  thread; it never waits behind a window's reconstruction. The queue is bounded: when the camera
+  outruns integration the oldest waiting keyframe is dropped (the newest wins), counted and said.
+* **windows**: a window's result is handed over after it is published (:meth:`integrate_result`);
+  keyframes it has that were fused already are skipped, the rest (results without sensor depth) are
+  integrated with rendered depth, as before.
+
+Meshing and the grid catch up at ``map_publish_rate_hz`` at most, and only when the map changed. Every
+map output is stamped with the newest camera frame the map includes. The maps are only touched on this
+thread; what ~/status reads is kept under this part's lock.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +30,27 @@ from showroom_ros.apps.map_session import load_map, save_map
 from showroom_ros.capture.keyframes import Keyframe
 from showroom_ros.io.file_names import map_files
 from showroom_ros.mapping.point_map import AccumulatedMap, MapAlignmentError, MapConfig
-from showroom_ros.mapping.robot_map import MapInputError, RobotMap, RobotMapConfig
+from showroom_ros.mapping.robot_map import MapInputError, MapUpdate, RobotMap, RobotMapConfig
 from showroom_ros.reconstruction.result import Reconstruction
 from showroom_ros.ros import conversions as conv
 from showroom_ros.ros.map_outputs import MapOutputs
 from showroom_ros.ros.result_outputs import newest_stamp_ns
 
 
+@dataclass(frozen=True)
+class MapState:
+    """What ~/status and /diagnostics say about the map (a consistent copy)."""
+
+    note: str  # why a result stayed out of the map, or why there is no grid ('' when fine)
+    summary: str  # the last update
+    stamp_ns: int  # the newest camera frame in the map (0: none yet)
+    integrated: int  # keyframes in the map
+    waiting: int  # keyframes queued for keyframe-rate integration
+    dropped: int  # keyframes dropped from that queue
+
+
 class RobotMapping:
-    """Integrates results into the map and answers the map services' work (run on the worker)."""
+    """Owns the robot map and the thread that changes it."""
 
     def __init__(
         self,
@@ -35,6 +60,8 @@ class RobotMapping:
         output_dir: Path,
         accumulate: bool,
         logger: Callable[[], Any],
+        publish_rate_hz: float = 2.0,
+        queue_size: int = 8,
     ) -> None:
         self.config = robot_map
         self.robot_map = RobotMap(robot_map) if robot_map is not None else None
@@ -43,20 +70,87 @@ class RobotMapping:
         self.output_dir = output_dir
         self.accumulate = accumulate
         self._logger = logger
+        self.publish_period_s = 1.0 / publish_rate_hz
+        self.queue_size = max(1, int(queue_size))
         self._lock = threading.Lock()
-        self._note = ""
-        self._summary = "empty"
-        self.stamp_ns = 0  # the newest keyframe the map includes
+        self._wake = threading.Condition(self._lock)
+        self._keyframes: deque[Keyframe] = deque()
+        self._ops: deque[tuple[Callable[[], Any], Future]] = deque()
+        self._note, self._summary = "", "empty"
+        self._dropped = 0
+        self._said_dropping = False
+        self._closed = False
+        self._busy = False
+        self._published_at = 0.0
+        self.stamp_ns = 0  # the newest keyframe the map includes (this thread's)
+        self._thread = threading.Thread(target=self._run, name="showroom-map", daemon=True)
+        self._thread.start()
 
     @property
     def frame_id(self) -> str:
         return self.config.frame_id if self.config is not None else "map"
 
-    def snapshot(self) -> tuple[str, str]:
-        """(note for ~/status, last update for /diagnostics)."""
-        with self._lock:
-            return self._note, self._summary
+    # --- what other threads call --------------------------------------------------------------------
+    def offer(self, keyframe: Keyframe) -> None:
+        """A keyframe for keyframe-rate integration (only with sensor depth and a pose, into the TSDF map).
+        Never blocks; a full queue drops its oldest keyframe, counted in the status and said once."""
+        if self.robot_map is None or keyframe.depth is None or keyframe.pose is None:
+            return
+        say = False
+        with self._wake:
+            if self._closed:
+                return
+            if len(self._keyframes) >= self.queue_size:
+                self._keyframes.popleft()
+                self._dropped += 1
+                say, self._said_dropping = not self._said_dropping, True
+            self._keyframes.append(keyframe)
+            self._wake.notify()
+        if say:
+            self._logger().warning(
+                f"map: keyframes arrive faster than they are integrated; the oldest waiting one is dropped (queue of "
+                f"{self.queue_size}, the newest wins). A dropped keyframe is not in the map unless a window brings "
+                "it; the count is in ~/status (map_keyframes_dropped) and /diagnostics. Said once."
+            )
 
+    def submit(self, work: Callable[[], Any]) -> Future:
+        """Run ``work`` on the map's thread, before the keyframes still waiting; the future has its result."""
+        future: Future = Future()
+        with self._wake:
+            if self._closed:
+                future.set_exception(RuntimeError("the map is stopping"))
+                return future
+            self._ops.append((work, future))
+            self._wake.notify()
+        return future
+
+    def integrate_result(self, result: Reconstruction, keyframes: list[Keyframe]) -> Future:
+        """A window's result, integrated on the map's thread (the window does not wait for it)."""
+        return self.submit(lambda: self._update(result, keyframes))
+
+    def snapshot(self) -> MapState:
+        with self._lock:
+            integrated = self.robot_map.keyframe_count if self.robot_map is not None else 0
+            return MapState(self._note, self._summary, self.stamp_ns, integrated, len(self._keyframes), self._dropped)
+
+    def idle(self) -> bool:
+        """Nothing queued or running (for tests and deactivation)."""
+        with self._lock:
+            return not (self._ops or self._keyframes or self._busy)
+
+    def stop(self, timeout_s: float = 1.0) -> bool:
+        """Stop taking work; queued work is cancelled; True when the thread ended within ``timeout_s``."""
+        with self._wake:
+            self._closed = True
+            ops, self._ops = list(self._ops), deque()
+            self._keyframes.clear()
+            self._wake.notify()
+        for _, future in ops:
+            future.cancel()
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    # --- the map's thread ---------------------------------------------------------------------------
     def _say(self, note: str | None = None, summary: str | None = None) -> None:
         with self._lock:
             if note is not None:
@@ -64,9 +158,75 @@ class RobotMapping:
             if summary is not None:
                 self._summary = summary
 
-    # --- integration ------------------------------------------------------------------------------
-    def update(self, result: Reconstruction, keyframes: list[Keyframe]) -> None:
-        """Integrate into the robot map when the result is in map_frame at metric scale; else merge clouds."""
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._closed or self._ops or self._keyframes or self._refresh_due()):
+                    pending = self.robot_map is not None and self.robot_map.pending
+                    self._wake.wait(self._until_due() if pending else None)
+                if self._closed:
+                    return
+                op = self._ops.popleft() if self._ops else None
+                batch: list[Keyframe] = []
+                if op is None:  # services first; then every keyframe waiting, in one go
+                    batch = list(self._keyframes)
+                    self._keyframes.clear()
+                self._busy = True
+            try:
+                if op is not None:
+                    work, future = op
+                    if future.set_running_or_notify_cancel():
+                        try:
+                            future.set_result(work())
+                        except Exception as error:  # answered to the caller (a service says why)
+                            future.set_exception(error)
+                elif batch:
+                    self._fuse(batch)
+                if self._refresh_due():
+                    self._refresh()
+            except Exception as error:  # never let the map's thread die: say it and go on
+                self._logger().error(f"map: {type(error).__name__}: {error}")
+            finally:
+                with self._lock:
+                    self._busy = False
+
+    def _until_due(self) -> float:
+        return max(0.0, self._published_at + self.publish_period_s - time.monotonic())
+
+    def _refresh_due(self) -> bool:
+        return self.robot_map is not None and self.robot_map.pending > 0 and self._until_due() == 0.0
+
+    def _fuse(self, keyframes: list[Keyframe]) -> None:
+        assert self.robot_map is not None
+        update = self.robot_map.fuse_keyframes(keyframes)
+        for message in update.messages:
+            self._logger().info(f"map: {message}")
+        if update.integrated:
+            self.stamp_ns = max(self.stamp_ns, max(keyframes[i].stamp_ns for i in update.integrated))
+
+    def _refresh(self) -> None:
+        """Mesh what was fused since the last refresh, rebuild the grid, publish (changed chunks only)."""
+        assert self.robot_map is not None
+        self._publish(self.robot_map.refresh())
+
+    def _publish(self, update: MapUpdate) -> None:
+        assert self.robot_map is not None
+        self._published_at = time.monotonic()
+        self._say(
+            note="" if update.occupancy is not None else f"no occupancy grid: {update.occupancy_reason}",
+            summary=update.summary,
+        )
+        changed = bool(update.chunks.changed or update.chunks.removed)
+        self.outputs.publish(
+            self.frame_id,
+            update.chunks,
+            self.robot_map.surface() if changed else None,
+            update.occupancy if changed else None,
+            stamp_ns=self.stamp_ns,
+        )
+
+    def _update(self, result: Reconstruction, keyframes: list[Keyframe]) -> None:
+        """A window's result into the robot map when it is in map_frame at metric scale; else merged clouds."""
         if self.robot_map is None:
             self._merge(result, keyframes)
             return
@@ -79,22 +239,14 @@ class RobotMapping:
             if self.robot_map.block_count == 0:  # ~/map shows merged clouds until the robot map has a surface
                 self._merge(result, keyframes)
             return
-        update = self.robot_map.integrate(result, keyframes)
-        self.stamp_ns = max(self.stamp_ns, newest_stamp_ns(keyframes))
-        self._say(
-            note="" if update.occupancy is not None else f"no occupancy grid: {update.occupancy_reason}",
-            summary=update.summary,
-        )
-        for message in update.messages:
-            self._logger().info(f"map: {message}")
-        self._logger().info(f"map: {update.summary}")
-        self.outputs.publish(
-            self.frame_id,
-            update.chunks,
-            self.robot_map.surface() if update.integrated else None,
-            update.occupancy,
-            stamp_ns=self.stamp_ns,
-        )
+        update = self.robot_map.integrate(result, keyframes)  # fused keyframes are skipped; refreshes all
+        if update.integrated:
+            self.stamp_ns = max(self.stamp_ns, max(keyframes[i].stamp_ns for i in update.integrated))
+            for message in update.messages:
+                self._logger().info(f"map: {message}")
+            self._logger().info(f"map: {update.summary}")
+        if update.integrated or update.chunks.changed or update.chunks.removed:
+            self._publish(update)
 
     def _merge(self, result: Reconstruction, keyframes: list[Keyframe]) -> None:
         if not self.accumulate:
@@ -109,7 +261,7 @@ class RobotMapping:
         header = self.outputs.header(merged.frame_id, self.stamp_ns)
         self.outputs.cloud_pub.publish(conv.points_to_cloud_serialized(merged.points, merged.colors, header))
 
-    # --- services' work ---------------------------------------------------------------------------
+    # --- services' work (submitted: they run on this thread) -----------------------------------------
     def _required(self) -> RobotMap:
         if self.robot_map is None:
             raise ValueError("volumetric_map is off: there is no robot map")
@@ -117,6 +269,8 @@ class RobotMapping:
 
     def save(self, name: str) -> tuple[str, list[str]]:
         robot_map = self._required()
+        if robot_map.pending:
+            self._refresh()  # the saved mesh and grid include every fused keyframe
         if robot_map.block_count == 0:
             raise ValueError("nothing to save yet: the map is empty")
         files = save_map(robot_map, self.output_dir, name)
@@ -139,19 +293,20 @@ class RobotMapping:
             note="" if update.occupancy is not None else f"no occupancy grid: {update.occupancy_reason}",
             summary=f"loaded '{name}': {update.summary}",
         )
-        return (
-            f"loaded map '{name}': {loaded.block_count} blocks, {len(update.chunks.changed)} chunks",
-            loaded.block_count,
-        )
+        blocks, chunks = loaded.block_count, len(update.chunks.changed)
+        return f"loaded map '{name}': {blocks} blocks, {chunks} chunks", blocks
 
     def clear(self) -> str:
         self._required().clear()
         self.point_map.clear()
+        with self._lock:
+            self._keyframes.clear()
         self.outputs.clear(self.frame_id)
         self._say(note="", summary="empty (cleared)")
         return "map cleared (~/map, ~/map_mesh, ~/occupancy)"
 
     def free(self) -> None:
-        """Drop the map's memory (lifecycle cleanup); a new, empty map is made at the next configure."""
+        """Stop the thread and drop the map's memory (lifecycle cleanup)."""
+        self.stop()
         self.robot_map = None
         self.point_map.clear()

@@ -1,7 +1,7 @@
 """The node's one worker thread and everything queued on it: windows, the generation, map jobs.
 
 One owner for the queue, so three questions have one answer each: is anything queued or running
-(:meth:`Scheduler.busy`, map jobs included), what is the node doing now (:meth:`Scheduler.snapshot`,
+(:meth:`Scheduler.busy`), what is the node doing now (:meth:`Scheduler.snapshot`,
 read by the status part under this lock), and which keyframes does the next window share with the
 last (``window_overlap``). A job's state ("reconstructing", "generating") is set when it *starts* on
 the worker, not when it is queued, so a job queued behind another never overwrites what the running
@@ -21,8 +21,9 @@ from typing import Any
 
 from showroom_ros.capture.keyframes import Keyframe, KeyframeBuffer
 
-#: The state a running job of each kind shows in ~/status; map jobs keep the state they find.
-RUNNING_STATE = {"window": "reconstructing", "generation": "generating", "map": None}
+#: The state a running job of each kind shows in ~/status. (Map work runs on the map's own thread:
+#: ros/robot_mapping.py.)
+RUNNING_STATE = {"window": "reconstructing", "generation": "generating"}
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,14 @@ class SchedulerState:
     backend_reason: str
     queued: int
     pending_windows: int
+    superseded_windows: int  # queued windows replaced by a newer one (continuous mode, queue full)
 
 
 @dataclass
 class _Job:
     kind: str
     future: Future
+    keyframes: list[Keyframe]
 
 
 class Scheduler:
@@ -54,6 +57,7 @@ class Scheduler:
         self._carried: list[Keyframe] = []  # keyframes the next window shares with the last one
         self._state, self._progress, self._message = "collecting", 0.0, "waiting for keyframes"
         self._backend_reason = ""
+        self._superseded = 0
         self._closed = False
 
     # --- state ------------------------------------------------------------------------------------
@@ -67,6 +71,7 @@ class Scheduler:
                 backend_reason=self._backend_reason,
                 queued=len(self._jobs),
                 pending_windows=sum(job.kind == "window" for job in self._jobs),
+                superseded_windows=self._superseded,
             )
 
     def set(self, state: str | None = None, message: str | None = None, progress: float | None = None) -> None:
@@ -96,7 +101,7 @@ class Scheduler:
         self._jobs = [job for job in self._jobs if not job.future.done()]
 
     # --- submitting -------------------------------------------------------------------------------
-    def _submit(self, kind: str, work: Callable[..., Any], *args: Any) -> Future | None:
+    def _submit(self, kind: str, work: Callable[..., Any], *args: Any, keyframes: list | None = None) -> Future | None:
         """Queue ``work`` (call with the lock held); None once the scheduler is closed."""
         if self._closed:
             return None
@@ -104,7 +109,7 @@ class Scheduler:
             future = self._worker.submit(self._run, kind, work, *args)
         except RuntimeError:  # shut down meanwhile
             return None
-        self._jobs.append(_Job(kind, future))
+        self._jobs.append(_Job(kind, future, keyframes or []))
         return future
 
     def _run(self, kind: str, work: Callable[..., Any], *args: Any) -> Any:
@@ -129,22 +134,31 @@ class Scheduler:
         continuous: bool,
         max_pending: int,
         overlap: int,
+        superseded: Callable[[list[Keyframe]], None] = lambda keyframes: None,
     ) -> Future | None:
         """Take the buffered keyframes as a window and queue ``work(keyframes)``; None when refused
-        (busy and not continuous, the queue full, or only keyframes the last window already had).
+        (busy and not continuous, or only keyframes the last window already had).
 
         Continuous mode queues the window behind a running one and keeps its last ``overlap`` keyframes
-        buffered as the start of the next window.
+        buffered as the start of the next window. With ``max_pending`` windows already queued, the oldest
+        one not yet running is replaced by this one (the newest wins: a moving robot wants the view it has
+        now; the keyframes went to the map at keyframe rate), and ``superseded(its keyframes)`` is told.
         """
         with self._lock:
             self._prune()
             if not continuous and self._jobs:
                 return None
-            if continuous and sum(job.kind == "window" for job in self._jobs) >= max_pending:
-                return None
             keyframes = list(buffer)
             if not any(all(k is not c for c in self._carried) for k in keyframes):
                 return None
+            windows = [job for job in self._jobs if job.kind == "window"]
+            if continuous and len(windows) >= max_pending:
+                oldest = next((job for job in windows if job.future.cancel()), None)
+                if oldest is None:
+                    return None
+                self._jobs.remove(oldest)
+                self._superseded += 1
+                superseded(oldest.keyframes)
             buffer.clear()
             self._carried = []
             if continuous:
@@ -152,7 +166,7 @@ class Scheduler:
                 self._carried = keyframes[len(keyframes) - kept :] if kept > 0 else []
                 for keyframe in self._carried:
                     buffer.add(keyframe)
-            future = self._submit("window", work, keyframes)
+            future = self._submit("window", work, keyframes, keyframes=keyframes)
             if future is not None:
                 self._message = f"reconstructing ({why})"
                 if len(self._jobs) == 1:  # nothing ahead of it: it starts now
@@ -175,11 +189,6 @@ class Scheduler:
             else:
                 self._state, self._progress, self._message = "generating", 0.0, "generating views"
             return future, ""
-
-    def submit_map(self, work: Callable[[], Any]) -> Future | None:
-        """Queue a map job (save, load, clear) behind what is queued: the map is only touched on the worker."""
-        with self._lock:
-            return self._submit("map", work)
 
     def forget_window_overlap(self) -> None:
         with self._lock:

@@ -148,10 +148,7 @@ class NodeServices:
         if self.jobs.mapping.robot_map is None and self.jobs.mapping.config is None:
             response.success, response.message = False, "volumetric_map is off: there is no robot map"
             return response
-        job = self.scheduler.submit_map(work)
-        if job is None:
-            response.success, response.message = False, f"{what}: the node is stopping"
-            return response
+        job = self.jobs.mapping.submit(work)  # on the map's thread: it never waits behind a reconstruction
         message, error = wait_for(job, self.params["reconstruct_timeout"], f"{what} is still running")
         response.success = error is None
         response.message = message if error is None else f"{what}: {error}"

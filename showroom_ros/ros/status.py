@@ -39,7 +39,7 @@ class StatusInputs:
     frames: Callable[[], tuple[int, int, str]]  # InputCounters.snapshot
     keyframes: Callable[[], int]
     last: Callable[[], Any]  # ReconstructionJobs.last
-    map_state: Callable[[], tuple[str, str]]  # RobotMapping.snapshot
+    map_state: Callable[[], Any]  # RobotMapping.snapshot -> MapState
     callback_errors: Callable[[], tuple[int, str]]  # CallbackGuard.snapshot
     models: Callable[[], str]
 
@@ -64,6 +64,7 @@ class StatusReporter:
         status = ReconstructionStatus(max_keyframes=self.params["max_keyframes"], frame_id=self.params["map_frame"])
         status.header.stamp = stamp
         status.backend = self.params["backend"]
+        status.map_age_s = -1.0  # until a camera frame is in the map
         notes = [f"disk: {line}" for line in disk_warnings(disk)]
         errors, last_error, map_summary = 0, "", ""
         why_not = self.lifecycle()
@@ -72,7 +73,14 @@ class StatusReporter:
             i = self.inputs
             work, last = i.work(), i.last()
             status.frames_received, status.frames_rejected, status.last_rejection = i.frames()
-            map_note, map_summary = i.map_state()
+            map_state = i.map_state()
+            map_note, map_summary = map_state.note, map_state.summary
+            if map_state.stamp_ns > 0:
+                now_ns = self._node.get_clock().now().nanoseconds
+                status.map_age_s = max(0.0, (now_ns - map_state.stamp_ns) / 1e9)
+            status.map_keyframes_integrated = map_state.integrated
+            status.map_keyframes_waiting = map_state.waiting
+            status.map_keyframes_dropped = map_state.dropped
             errors, last_error = i.callback_errors()
             result = last.result
             if not why_not or work.state == "error":
@@ -99,6 +107,9 @@ class StatusReporter:
             KeyValue(key="last_callback_error", value=last_error),
             KeyValue(key="notes", value=" | ".join(status.notes)),
             KeyValue(key="map", value=map_summary),
+            KeyValue(key="map_age_s", value=f"{status.map_age_s:.2f}"),
+            KeyValue(key="map_keyframes_waiting", value=str(status.map_keyframes_waiting)),
+            KeyValue(key="map_keyframes_dropped", value=str(status.map_keyframes_dropped)),
         ]
         reconstruction = DiagnosticStatus(
             level=level, name="showroom: reconstruction", hardware_id=name, message=status.message, values=values

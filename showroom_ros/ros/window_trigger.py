@@ -26,6 +26,7 @@ class WindowTrigger:
         inputs: CameraInputs,
         scheduler: Scheduler,
         reconstruct: Callable[[list], Any],
+        offer_to_map: Callable[[Any], None],
         logger: Callable[[], Any],
         publish_status: Callable[[], None],
     ) -> None:
@@ -35,6 +36,7 @@ class WindowTrigger:
         self.inputs = inputs
         self.scheduler = scheduler
         self._reconstruct = reconstruct
+        self._offer_to_map = offer_to_map
         self._logger = logger
         self._publish_status = publish_status
         self._last_keyframe_at = time.monotonic()
@@ -49,6 +51,9 @@ class WindowTrigger:
             return
         count = len(self.collector.buffer)
         self._last_keyframe_at = time.monotonic()
+        keyframe = self.collector.buffer.last
+        if keyframe is not None:
+            self._offer_to_map(keyframe)  # keyframe rate: into the map now, not after its window
         self._logger().info(f"keyframe {count}/{self.params['max_keyframes']} from camera {outcome.camera}")
         self.scheduler.set(message=f"{count} keyframe(s) buffered")
         if self.params["auto_reconstruct"] and self.collector.buffer.is_full:
@@ -70,6 +75,17 @@ class WindowTrigger:
             if self.start(why) is not None:
                 self._logger().info(f"reconstructing: {why} (idle_reconstruct_s)")
 
+    def _superseded(self, keyframes: list) -> None:
+        """Windows fell behind the camera: the oldest queued one gave way to the newest. Say what that cost."""
+        unmapped = sum(k.depth is None or k.pose is None for k in keyframes)
+        message = f"a queued window of {len(keyframes)} keyframes gave way to a newer one (windows fall behind)"
+        if unmapped:
+            self._logger().warning(
+                f"{message}: {unmapped} of its keyframes have no sensor depth or pose, so they are not in the map"
+            )
+        else:
+            self._logger().info(f"{message}; its keyframes went to the map at keyframe rate")
+
     def start(self, why: str) -> Future | None:
         """Queue the buffered keyframes as a window (None when refused: see Scheduler.start_window)."""
         job = self.scheduler.start_window(
@@ -79,6 +95,7 @@ class WindowTrigger:
             continuous=self.continuous,
             max_pending=int(self.params["max_pending_windows"]),
             overlap=int(self.params["window_overlap"]),
+            superseded=self._superseded,
         )
         self._publish_status()
         return job
