@@ -67,7 +67,7 @@ def scene_depth(points: np.ndarray, voxel: float, scale: float = 1.1) -> int:
 
 
 def options(adapted_depth: int) -> list[Option]:
-    tsdf = {10: 0.01, 8: 0.008, 7: 0.007}
+    tsdf = {16: 0.016, 12: 0.012, 10: 0.01, 8: 0.008, 7: 0.007}
     return [
         Option("poisson-d9 (old default)"),
         Option("poisson-d8", surface=SurfaceConfig(depth=8)),

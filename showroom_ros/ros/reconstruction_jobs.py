@@ -98,7 +98,8 @@ class ReconstructionJobs:
                 )
             self.outputs.publish(result, keyframes)
             self.mapping.integrate_result(result, keyframes)  # on the map's thread; the window goes on
-            pruned = self.outputs.autosave(result) if self.params["autosave"] else ""
+            if self.params["autosave"]:
+                self.outputs.autosave_later(result)  # on the saver thread: the next window does not wait
         except Exception as error:
             if self._stopping():
                 raise  # the node is stopping: abandoned work is not an error, and publishing would fail
@@ -118,10 +119,8 @@ class ReconstructionJobs:
             self._logger().warning(f"{result.backend} result: {note}")
         with self._lock:
             self._last = LastResult(result, list(keyframes), seconds)
-        message = (
-            f"reconstruction done with backend {result.backend} in {seconds:.2f}s"
-            + "".join(f"; {note}" for note in result.notes)
-            + (f"; {pruned}" if pruned else "")
+        message = f"reconstruction done with backend {result.backend} in {seconds:.2f}s" + "".join(
+            f"; {note}" for note in result.notes
         )
         self.scheduler.set(state="collecting", progress=1.0, message=message)
         self._publish_status()

@@ -8,7 +8,10 @@ inactive they deliver nothing.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,11 @@ class ResultOutputs:
         self._tf_broadcaster = self._make_tf_broadcaster() if params["publish_tf"] else None
         self.viewer = None
         self._autosaves = 0
+        # Autosave off the worker: the next window need not wait for a GLB export. One save at a time, and
+        # at most one waiting (the newest result wins: an older one waiting would be pruned soon anyway).
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="showroom-autosave")
+        self._save_lock = threading.Lock()
+        self._waiting_save: Reconstruction | None = None
 
     def _make_tf_broadcaster(self) -> Any:
         try:
@@ -108,6 +116,21 @@ class ResultOutputs:
         if self.viewer is not None:
             self.viewer.clear()
 
+    def autosave_later(self, result: Reconstruction) -> None:
+        """:meth:`autosave` on the saver thread, after the result is published (never on the critical path)."""
+        with self._save_lock:
+            queued = self._waiting_save is not None
+            self._waiting_save = result
+        if not queued:
+            with contextlib.suppress(RuntimeError):  # the node is stopping: nothing more is saved
+                self._saver.submit(self._save_waiting)
+
+    def _save_waiting(self) -> None:
+        with self._save_lock:
+            result, self._waiting_save = self._waiting_save, None
+        if result is not None:
+            self.autosave(result)
+
     def autosave(self, result: Reconstruction) -> str:
         """Save, then prune the oldest autosaves (``autosave_keep``, ``autosave_max_mb``); returns what to
         say ('' when nothing). A full or read-only disk is a warning, never a failed reconstruction."""
@@ -130,7 +153,12 @@ class ResultOutputs:
         self._node.get_logger().info(message)
         return message
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Cleanup or stop: no more autosaves (one running is abandoned: its temporaries are removed)."""
+        self._saver.shutdown(wait=False, cancel_futures=True)
+        self.stop_viewer()
+
+    def stop_viewer(self) -> None:
         if self.viewer is not None:
             self.viewer.stop()
             self.viewer = None

@@ -149,7 +149,7 @@ class ShowroomNode(LifecycleNode):
         self._stop_inputs()
         if not self.parts.scheduler.quiesce(DEACTIVATE_WAIT_S):
             self.get_logger().warning("deactivated while a job still runs: it finishes unseen (outputs are off)")
-        self.parts.jobs.outputs.stop()
+        self.parts.jobs.outputs.stop_viewer()
         self.parts.scheduler.set(state="collecting", message="inactive: activate to take frames again")
         result = super().on_deactivate(state)
         self.publish_status()
@@ -182,7 +182,7 @@ class ShowroomNode(LifecycleNode):
         self.lifecycle_state = "unconfigured"
         if parts is not None:
             parts.scheduler.shutdown()
-            parts.jobs.outputs.stop()
+            parts.jobs.outputs.close()
             for service in parts.services.services:
                 self.destroy_service(service)
             parts.mapping.free()
@@ -251,8 +251,9 @@ def _abandon(node: ShowroomNode) -> None:
     if spinner is not None:
         spinner.stop(timeout=0.2)
     if parts is not None:
-        parts.jobs.outputs.stop()
+        parts.jobs.outputs.close()
         parts.scheduler.shutdown()
+        parts.mapping.stop(timeout_s=0.0)  # queued map work is cancelled; running work is abandoned
     if getattr(node, "output_dir", None) is not None:
         remove_own_temporaries(node.output_dir)
 
