@@ -101,12 +101,14 @@ class _PlainLines:
             self._write()
 
     def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
-        if desc and desc != self.description:  # a new stage is worth a line of its own
+        if desc and desc != self.description:
             self.description = desc
             self._write()
 
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
-        self.postfix = s
+        changed, self.postfix = s != self.postfix, s
+        if changed and self.percent:  # a percent bar's postfix is its stage: a new stage is worth a line
+            self._write()
 
     def close(self) -> None:
         if not self.closed:
@@ -148,22 +150,25 @@ def progress_bar(
 class FractionProgress:
     """A percent bar fed as ``(fraction, stage)``: the callback the pipeline and the view generator report to.
 
-    The bar only moves forward (a later stage may report a smaller fraction of its own), and its
-    description follows the stage. ``first_stage`` keeps the first report (the pipeline's backend choice).
+    The bar only moves forward (a later stage may report a smaller fraction of its own); the stage is
+    shown after it. ``first_stage`` keeps the first report (the pipeline's backend choice).
     """
 
     def __init__(self, description: str, quiet: bool = False) -> None:
         self.bar = progress_bar(100, description, quiet=quiet, percent=True)
         self.shown = 0
         self.first_stage = ""
+        self.stage = ""
 
     def __call__(self, fraction: float, stage: str) -> None:
         self.first_stage = self.first_stage or stage
-        self.bar.set_description(stage[:40])
         percent = min(100, round(100 * fraction))
         if percent > self.shown:
             self.bar.update(percent - self.shown)
             self.shown = percent
+        if stage != self.stage:
+            self.stage = stage
+            self.bar.set_postfix_str(stage)
 
     def __enter__(self) -> FractionProgress:
         return self
