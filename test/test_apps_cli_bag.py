@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
+from test_apps_cli_reconstruct import run_failing
 
 from showroom_ros.apps.cli import main
 from showroom_ros.apps.offline import BagOptions, TransformBuffer, TransformError, load_bag
@@ -362,33 +363,26 @@ def test_sqlite3_bag_and_pose_topic(tmp_path: Path) -> None:
     assert json.loads((out / "summary.json").read_text())["frame_id"] == "odom"
 
 
-def _fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    code = main(argv)
-    message = capsys.readouterr().err.strip()
-    assert code != 0 and message.count("\n") == 0 and "Traceback" not in message, message
-    return message
-
-
 def test_bad_bags_give_one_line_errors(
     sample_bag: tuple[Path, list[np.ndarray]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, _ = sample_bag
     out = str(tmp_path / "out")
-    message = _fails(["reconstruct", str(path), "--image-topic", "/front/image", "--out", out], capsys)
+    message = run_failing(["reconstruct", str(path), "--image-topic", "/front/image", "--out", out], capsys)
     assert "no topic /front/image" in message and "/camera/color/image_raw" in message
-    message = _fails(["reconstruct", str(path), "--depth-topic", "/tf", "--out", out], capsys)
+    message = run_failing(["reconstruct", str(path), "--depth-topic", "/tf", "--out", out], capsys)
     assert "tf2_msgs/msg/TFMessage" in message
-    message = _fails(["reconstruct", str(path), "--fixed-frame", "world", "--out", out], capsys)
+    message = run_failing(["reconstruct", str(path), "--fixed-frame", "world", "--out", out], capsys)
     assert "0 of 7 images" in message and "world" in message
     # A bag with only TF: no image topic to use.
     only_tf = write_bag(
         tmp_path / "only_tf", [m for m in sample_bag_messages()[0] if m.topic.startswith("/tf")]
     )
-    assert "no colour image topic" in _fails(["reconstruct", str(only_tf), "--out", out], capsys)
+    assert "no colour image topic" in run_failing(["reconstruct", str(only_tf), "--out", out], capsys)
     broken = tmp_path / "broken.mcap"
     broken.write_bytes(b"\x89MCAP0\r\n" + b"garbage" * 10)
-    assert "cannot open" in _fails(["reconstruct", str(broken), "--out", out], capsys)
-    assert "--all" in _fails(["reconstruct", str(path), "--all", "--out", out], capsys)
+    assert "cannot open" in run_failing(["reconstruct", str(broken), "--out", out], capsys)
+    assert "--all" in run_failing(["reconstruct", str(path), "--all", "--out", out], capsys)
 
 
 @pytest.mark.parametrize("transport", [("16UC1", "rvl"), ("32FC1", "rvl"), ("32FC1", "png")])

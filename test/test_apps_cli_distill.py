@@ -3,6 +3,7 @@ are failures (exit status and one line), never a pass."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,12 @@ def test_distill_trains_and_exports_a_student_that_loads(
 
     config = tmp_path / "distill.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tiny_rooms, tiny_teacher, tmp_path / "out")))
-    assert main(["distill", str(config), "--quiet", "--set", "train.max_steps=2"]) == 0, capsys.readouterr().err
-    assert f"student written to {tmp_path / 'out' / 'student'}" in capsys.readouterr().out
+    argv = ["distill", str(config), "--json", "--set", "train.max_steps=2", "--set", "train.progress=true"]
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    summary = json.loads(printed.out)  # stdout is the run's summary, and only that
+    assert summary["export"] == str(tmp_path / "out" / "student") and summary["step"] == 2
+    assert "training: 2/2 steps (100%), in " in printed.err  # the progress, on stderr (not a terminal: lines)
     student = Fast3R.from_pretrained(tmp_path / "out" / "student")
     teacher = Fast3R.from_pretrained(tiny_teacher)
     assert sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in teacher.parameters())

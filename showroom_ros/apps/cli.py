@@ -18,12 +18,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from showroom_ros.io.console import FractionProgress, progress_factory, result, say, stdout_for_results
 from showroom_ros.io.file_names import (
     GENERATED_SUFFIX,
     KEYFRAMES_SUFFIX,
@@ -52,29 +53,6 @@ def _write_text(path: Path, text: str) -> None:
     from showroom_ros.io.export import atomic_write_text
 
     atomic_write_text(path, text)
-
-
-def _progress_factory(quiet: bool) -> Callable[[int | None, str], Any]:
-    """tqdm bars on stderr (only on a terminal; --quiet: none)."""
-
-    def factory(total: int | None, description: str) -> Any:
-        from tqdm import tqdm
-
-        return tqdm(
-            total=total,
-            desc=description,
-            unit="msg" if "TF" in description else "frame",
-            disable=True if quiet else None,
-            leave=False,
-            file=sys.stderr,
-        )
-
-    return factory
-
-
-def _say(quiet: bool, text: str) -> None:
-    if not quiet:
-        print(text, flush=True)
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -171,7 +149,7 @@ def _load_weights(backends: dict[str, Any], backend: str, quiet: bool) -> list[s
     for name, holder in model_holders(backends).items():
         if not holder.source or (backend not in ("auto", name)):
             continue
-        _say(quiet, f"loading {name} weights from {holder.source} ...")
+        say(f"loading {name} weights from {holder.source} ...", quiet)
         state = holder.load()
         if state != "ready" and backend == name:
             raise CliError(f"backend {name} cannot load its model: {holder.reason}")
@@ -212,7 +190,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if refusal is not None:
         raise CliError(refusal if given else f"{refusal}; it is PATH's name: choose one with --name")
     out = Path(args.out).expanduser() if args.out else Path("output") / name
-    progress = _progress_factory(quiet)
+    progress = progress_factory(quiet)
     try:
         selector = KeyframeSelectorConfig(
             max_keyframes=args.max_keyframes, min_keyframes=min(3, args.max_keyframes)
@@ -244,34 +222,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         for keyframe in keyframes:
             keyframe.intrinsics = CameraIntrinsics(fx, fy, cx, cy, keyframe.width, keyframe.height)
     load_seconds = time.perf_counter() - load_started
-    _say(quiet, f"{len(keyframes)} keyframes from {source} ({offline.kind}) in {_fmt_seconds(load_seconds)}")
+    say(f"{len(keyframes)} keyframes from {source} ({offline.kind}) in {_fmt_seconds(load_seconds)}", quiet)
     weights_started = time.perf_counter()
     backend_notes = _load_weights(backends, args.backend, quiet)
     weights_seconds = time.perf_counter() - weights_started
 
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=100,
-        desc="reconstructing",
-        disable=True if quiet else None,
-        leave=False,
-        file=sys.stderr,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
-    )
-    stage_reason: list[str] = []
-
-    def report(fraction: float, stage: str) -> None:
-        if not stage_reason:
-            stage_reason.append(stage)  # the pipeline reports its backend choice first
-        bar.set_description(stage[:40])
-        bar.update(max(0, round(100 * fraction) - bar.n))
-
     pipeline_started = time.perf_counter()
-    try:
+    with FractionProgress("reconstructing", quiet) as report:
         reconstruction = pipeline.run(keyframes, report)
-    finally:
-        bar.close()
     pipeline_seconds = time.perf_counter() - pipeline_started
     if reconstruction.frame_id == "map" and offline.fixed_frame:
         reconstruction.frame_id = offline.fixed_frame  # as the node does with its map_frame
@@ -299,7 +257,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         "keyframes": offline.names,
         "selection": offline.notes,
         "backend": reconstruction.backend,
-        "backend_reason": stage_reason[0] if stage_reason else "",
+        "backend_reason": report.first_stage,  # the pipeline reports its backend choice first
         "backend_notes": backend_notes,
         "points": int(reconstruction.num_points),
         "triangles": int(mesh.num_triangles) if mesh is not None else 0,
@@ -323,9 +281,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     summary_path = out / "summary.json"
     _write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     if args.json:
-        print(json.dumps(summary, indent=2))
+        result(json.dumps(summary, indent=2))
     elif not quiet:
-        _print_summary(summary, reconstruction.timings)
+        result(_summary_text(summary, reconstruction.timings))
     return 0
 
 
@@ -361,10 +319,10 @@ def _reconstruct_map(
 
     def report(window: Any) -> None:
         if window.error:
-            _say(quiet, f"window {window.number} ({', '.join(window.keyframes)}): failed: {window.error}")
+            say(f"window {window.number} ({', '.join(window.keyframes)}): failed: {window.error}", quiet)
         else:
             text = f"{window.backend}; {window.update.summary} in {_fmt_seconds(window.seconds)}"
-            _say(quiet, f"window {window.number} ({', '.join(window.keyframes)}): {text}")
+            say(f"window {window.number} ({', '.join(window.keyframes)}): {text}", quiet)
 
     try:
         mapper = ContinuousMapper(pipeline, robot_map, args.window, args.overlap, on_window=report)
@@ -379,7 +337,7 @@ def _reconstruct_map(
         with_poses=not args.no_poses,
         bag=bag,
         up_from_first_camera=args.map_up == "first-camera",
-        progress=_progress_factory(quiet),
+        progress=progress_factory(quiet),
     )
     done = [w for w in run.windows if not w.error]
     if not done:
@@ -428,7 +386,7 @@ def _reconstruct_map(
     }
     _write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     if args.json:
-        print(json.dumps(summary, indent=2))
+        result(json.dumps(summary, indent=2))
     elif not quiet:
         failed = len(run.windows) - len(done)
         occupancy = (
@@ -446,7 +404,7 @@ def _reconstruct_map(
             f"seconds    total {_fmt_seconds(summary['seconds']['total'])}",
             "wrote      " + ", ".join(str(p) for p in written.values()),
         ]
-        print("\n".join(lines), flush=True)
+        result("\n".join(lines))
     return 0
 
 
@@ -466,7 +424,7 @@ def _bag_options(args: argparse.Namespace) -> Any:
     )
 
 
-def _print_summary(summary: dict[str, Any], timings: dict[str, float]) -> None:
+def _summary_text(summary: dict[str, Any], timings: dict[str, float]) -> str:
     seconds = summary["seconds"]
     stages = " | ".join(f"{k} {_fmt_seconds(v)}" for k, v in timings.items() if not k.endswith("_total"))
     lines = [
@@ -490,7 +448,7 @@ def _print_summary(summary: dict[str, Any], timings: dict[str, float]) -> None:
             summary["outputs"][k] for k in ("cloud", "mesh", "glb", "npz") if k in summary["outputs"]
         ),
     ]
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)
 
 
 # --- view ----------------------------------------------------------------------------------------
@@ -545,12 +503,11 @@ def cmd_view(args: argparse.Namespace) -> int:
     stop = threading.Event()
     try:
         viewer.show(reconstruction, keyframe_images=images, generated=generated)
-        print(
+        result(  # the result: a script reads the URL from stdout
             f"showroom viewer: {url}  ({npz.name}: {reconstruction.num_points:,} points"
             f"{', mesh' if reconstruction.mesh is not None else ''}, "
             f"{len(reconstruction.camera_poses)} keyframes"
-            f"{f', {len(generated)} generated views' if generated else ''}); Ctrl-C to stop",
-            flush=True,
+            f"{f', {len(generated)} generated views' if generated else ''}); Ctrl-C to stop"
         )
         deadline = None if args.seconds is None else time.monotonic() + args.seconds
         while not stop.is_set():
@@ -591,12 +548,23 @@ def cmd_export_bag(args: argparse.Namespace) -> int:
     except FileExistsError as error:
         raise CliError(str(error)) from None
     prefix = "/" + args.topic_prefix.strip("/") if args.topic_prefix.strip("/") else ""
-    _say(
-        args.quiet,
-        f"wrote {path} ({args.storage}): {prefix}/cloud ({reconstruction.num_points:,} points), "
-        f"{prefix}/mesh, {prefix}/keyframes ({len(reconstruction.camera_poses)} poses) in frame "
-        f"'{args.frame_id or reconstruction.frame_id}'; play with `ros2 bag play {path}`",
-    )
+    frame_id = args.frame_id or reconstruction.frame_id
+    if args.json:
+        document = {
+            "bag": str(path),
+            "storage": args.storage,
+            "frame_id": frame_id,
+            "topics": [f"{prefix}/cloud", f"{prefix}/mesh", f"{prefix}/keyframes"],
+            "points": int(reconstruction.num_points),
+            "keyframes": len(reconstruction.camera_poses),
+        }
+        result(json.dumps(document, indent=2))
+    elif not args.quiet:
+        result(
+            f"wrote {path} ({args.storage}): {prefix}/cloud ({reconstruction.num_points:,} points), "
+            f"{prefix}/mesh, {prefix}/keyframes ({len(reconstruction.camera_poses)} poses) in frame "
+            f"'{frame_id}'; play with `ros2 bag play {path}`"
+        )
     return 0
 
 
@@ -785,7 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="decimate the mesh markers to this many triangles, as the node does (0: keep all)",
     )
     export.add_argument("--stamp", type=float, help="message time in seconds since the epoch (default: now)")
-    export.add_argument("--quiet", "-q", action="store_true")
+    export.add_argument("--json", action="store_true", help="print what was written as JSON")
+    export.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
     export.set_defaults(handler=cmd_export_bag)
 
     for command, text in (
@@ -816,7 +785,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(arguments)
         except SystemExit as exit_request:  # --help, or a usage error argparse already explained
             return int(exit_request.code or 0) if isinstance(exit_request.code, int) else EXIT_USAGE
-        return int(args.handler(args))
+        with stdout_for_results():  # after parsing: --help is the result of a --help
+            return int(args.handler(args))
     except KeyboardInterrupt:
         print(f"showroom {command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

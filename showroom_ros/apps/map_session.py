@@ -23,15 +23,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from showroom_ros.apps.offline import (
-    BagOptions,
-    OfflineInputError,
-    ProgressFactory,
-    _silent,
-    is_bag,
-    load_bag,
-)
+from showroom_ros.apps.offline import BagOptions, OfflineInputError, is_bag, load_bag
 from showroom_ros.capture.keyframes import Keyframe, KeyframeSelector, KeyframeSelectorConfig
+from showroom_ros.io.console import ProgressFactory, silent
 from showroom_ros.io.datasets import FRAME_PERIOD_NS, DatasetError, find_index, load_frame_folder, read_frame_index
 from showroom_ros.io.datasets import read_rgb as _read_rgb
 from showroom_ros.io.export import atomic_write, atomic_write_text, save_mesh_ply, save_point_cloud_ply
@@ -295,7 +289,7 @@ def iter_folder_keyframes(
     selector: KeyframeSelectorConfig | None = None,
     with_depth: bool = True,
     with_poses: bool = True,
-    progress: ProgressFactory = _silent,
+    progress: ProgressFactory = silent,
     counts: dict[str, int] | None = None,
 ) -> Iterator[Keyframe]:
     """Every frame of a folder considered in order; the selector's accepted ones loaded as keyframes.
@@ -352,7 +346,7 @@ def map_input(
     with_poses: bool = True,
     bag: BagOptions | None = None,
     up_from_first_camera: bool = False,
-    progress: ProgressFactory = _silent,
+    progress: ProgressFactory = silent,
 ) -> MappingRun:
     """Continuous mapping over every frame of a frames_c2w.txt folder or a rosbag2, through ``mapper``.
 

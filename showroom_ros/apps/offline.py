@@ -25,6 +25,7 @@ from showroom_ros.capture.collector import CollectorConfig, KeyframeCollector
 from showroom_ros.capture.keyframes import Keyframe, KeyframeBuffer, KeyframeSelector, KeyframeSelectorConfig
 from showroom_ros.geometry.camera import CameraIntrinsics
 from showroom_ros.geometry.poses import PoseHistory, StampOutOfRange, interpolate_pose, rigid_pose
+from showroom_ros.io.console import ProgressFactory, silent
 from showroom_ros.io.datasets import DatasetError, find_index, load_frame_folder, read_frame_index, read_rgb
 from showroom_ros.io.sensor_messages import (
     MessageError,
@@ -42,28 +43,12 @@ BAG_SUFFIXES = (".mcap", ".db3")
 MIN_VIEWS = 2
 """No backend can reconstruct from fewer views: refuse before loading anything else."""
 
-ProgressFactory = Callable[[int | None, str], Any]
-"""(total or None, description) -> an object with ``update(n)`` and ``close()`` (a tqdm bar, or silent)."""
-
-
 class OfflineInputError(ValueError):
     """The path cannot be used as it is; the one-line message says why and what to change."""
 
 
 class TransformError(LookupError):
     """No transform between two frames at a stamp (not connected, or outside the recorded time)."""
-
-
-class _SilentProgress:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _silent(total: int | None, description: str) -> _SilentProgress:
-    return _SilentProgress()
 
 
 @dataclass
@@ -255,7 +240,7 @@ def load_input(
     with_depth: bool = True,
     with_poses: bool = True,
     bag: BagOptions | None = None,
-    progress: ProgressFactory = _silent,
+    progress: ProgressFactory = silent,
 ) -> OfflineInput:
     """Keyframes from a folder of images, a frames_c2w.txt folder or a rosbag2 (MCAP or sqlite3)."""
     source = Path(path).expanduser()
@@ -298,7 +283,7 @@ def load_folder(
     selector: KeyframeSelectorConfig | None = None,
     with_depth: bool = True,
     with_poses: bool = True,
-    progress: ProgressFactory = _silent,
+    progress: ProgressFactory = silent,
 ) -> OfflineInput:
     """Choose 3-5 keyframes of a folder as the node's selector would (``use_all``: every frame)."""
     config = selector or KeyframeSelectorConfig()
@@ -516,7 +501,7 @@ def load_bag(
     path: Path,
     options: BagOptions | None = None,
     selector: KeyframeSelectorConfig | None = None,
-    progress: ProgressFactory = _silent,
+    progress: ProgressFactory = silent,
     on_full: Callable[[list[Keyframe]], Sequence[Keyframe]] | None = None,
 ) -> OfflineInput:
     """Keyframes of a rosbag2 chosen as the node would: throttled, sharp, new, with depth and pose.
@@ -569,7 +554,7 @@ def load_bag(
         small.discard(None)
         connections = [c for c in reader.connections if c.topic in small]
         total = sum(c.msgcount for c in connections)
-        bar = progress(total or None, "reading TF and calibration")
+        bar = progress(total or None, "reading TF and calibration", "msg")
         try:
             for connection, _, data in reader.messages(connections=connections):
                 bar.update(1)
@@ -667,7 +652,7 @@ def load_bag(
         images_seen = 0
         windows = 0
         rejections: Counter[str] = Counter()
-        bar = progress(sum(c.msgcount for c in stream) or None, "choosing keyframes")
+        bar = progress(sum(c.msgcount for c in stream) or None, "choosing keyframes", "msg")
         try:
             for connection, log_ns, data in reader.messages(connections=stream):
                 bar.update(1)

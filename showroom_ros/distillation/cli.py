@@ -3,18 +3,24 @@
 Also runnable as ``python -m showroom_ros.distillation.cli`` and under torchrun, e.g.
 ``torchrun --nproc_per_node 4 -m showroom_ros.distillation.cli config.yaml`` (one process per GPU; the same
 config, ``train.batch_size`` being the global batch). Exit status: 0 done, 2 bad config or data.
+
+Stdout carries only the result (the student's folder, or with ``--json`` the run's summary); the
+training bar and the log go to stderr (:mod:`showroom_ros.io.console`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from showroom_ros.distillation.config import ConfigError, DistillConfig
 from showroom_ros.distillation.data import DataError
+from showroom_ros.io.console import result, stdout_for_results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,24 +49,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--validate", action="store_true", help="only check the config and the data, then exit"
     )
-    parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--json", action="store_true", help="print the run's summary (or --validate's counts) as JSON")
+    parser.add_argument("--quiet", action="store_true", help="warnings and errors only, no progress bar")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # outside: the result of --help is the help, on stdout
+    with stdout_for_results():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=logging.WARNING if args.quiet or rank != 0 else logging.INFO,
         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = DistillConfig.from_yaml(args.config, overrides=args.overrides)
+        overrides = [*args.overrides, "train.progress=false"] if args.quiet else args.overrides
+        config = DistillConfig.from_yaml(args.config, overrides=overrides)
         if args.validate:
             from showroom_ros.distillation.trainer import split_rooms
 
             train, val = split_rooms(config)
-            print(f"config OK: {len(train)} training rooms, {len(val)} validation rooms")
+            if args.json:
+                result(json.dumps({"training_rooms": len(train), "validation_rooms": len(val)}))
+            else:
+                result(f"config OK: {len(train)} training rooms, {len(val)} validation rooms")
             return 0
         from showroom_ros.distillation.trainer import Distiller
 
@@ -74,9 +90,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         _shutdown_distributed()
-    if rank == 0 and summary.get("export"):
-        print(f"student written to {summary['export']}")
+    if rank != 0:
+        return 0
+    if args.json:
+        result(json.dumps(summary, indent=2, default=_jsonable))
+    elif summary.get("export"):
+        result(f"student written to {summary['export']}")
     return 0
+
+
+def _jsonable(value: Any) -> Any:
+    """Paths and numpy/torch scalars of the summary as JSON values."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def _shutdown_distributed() -> None:

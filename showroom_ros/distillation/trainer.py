@@ -50,6 +50,7 @@ from showroom_ros.distillation.losses import (
     pointmap_error,
     scale_aligned_error,
 )
+from showroom_ros.io.console import progress_bar
 from showroom_ros.models.dtypes import TORCH_DTYPES
 
 LOG = logging.getLogger(__name__)
@@ -562,7 +563,7 @@ class Distiller:
                 progress.update(1)
                 if cfg.train.log_every and (self.step % cfg.train.log_every == 0 or self.step == target):
                     last_logged = self._log_train(window, window_steps, time.perf_counter() - window_start)
-                    progress.set_postfix(loss=f"{last_logged['loss']:.4g}")
+                    progress.set_postfix_str(f"loss={last_logged['loss']:.4g}")
                     window, window_steps, window_start = {}, 0, time.perf_counter()
                 if (
                     self.val_set is not None
@@ -796,6 +797,5 @@ def _count(model: nn.Module) -> int:
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+    """The training bar on stderr (plain lines when piped): io.console's rule, as every showroom command's."""
+    return progress_bar(total, "training", "step", quiet=not enabled, initial=initial)

@@ -9,7 +9,7 @@ the views go to ``--output-dir`` or ``<name>_generated`` beside it, where ``show
 from __future__ import annotations
 
 import argparse
-import sys
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from showroom_ros.generation.inpainting import (
     load_inpainter,
 )
 from showroom_ros.generation.view_synthesis import RENDER_SOURCES
+from showroom_ros.io.console import FractionProgress, result, say, stdout_for_results
 from showroom_ros.io.file_names import GENERATED_SUFFIX, KEYFRAMES_SUFFIX
 
 
@@ -86,6 +87,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         default="auto",
         help="geometry to render: the mesh when there is one (auto), or the cloud",
     )
+    parser.add_argument("--json", action="store_true", help="print what was written as JSON on stdout")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress or notes; errors only")
     return parser
 
 
@@ -131,11 +134,11 @@ def _keyframe_images(frames: str | None, npz: Path, cameras: int) -> tuple[list[
 
 
 def run_generate_cli(args: argparse.Namespace) -> int:
-    """``showroom generate`` with parsed arguments; returns the exit status (2 on a bad input)."""
-    from showroom_ros.io.export import load_reconstruction
+    """``showroom generate`` with parsed arguments; returns the exit status (2 on a bad input).
 
-    def say(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+    The result (what was written) is the only thing on stdout; notes and progress go to stderr.
+    """
+    from showroom_ros.io.export import load_reconstruction
 
     try:
         npz = find_npz(args.reconstruction)
@@ -155,7 +158,7 @@ def run_generate_cli(args: argparse.Namespace) -> int:
             backend=args.backend,
         )
         validate_request(request, reconstruction, cameras)
-        say(source)
+        say(source, args.quiet)
         discriminator = None
         if args.st_roomnet:
             from showroom_ros.generation.st_roomnet import RoomLayoutEstimator
@@ -163,16 +166,11 @@ def run_generate_cli(args: argparse.Namespace) -> int:
             discriminator = RoomLayoutEstimator.from_h5(args.st_roomnet, args.device or "cpu")
         kwargs = {"scheduler": args.scheduler} if args.scheduler != "default" else {}
         inpainter, status = load_inpainter(args.backend, args.model, args.device, **kwargs)
-        say(status)
-        views = generate_views(
-            reconstruction,
-            images,
-            request,
-            inpainter,
-            discriminator,
-            progress=lambda fraction, message: say(f"[{fraction:4.0%}] {message}"),
-            render_source=args.render_source,
-        )
+        say(status, args.quiet)
+        with FractionProgress("generating", args.quiet) as report:
+            views = generate_views(
+                reconstruction, images, request, inpainter, discriminator, report, render_source=args.render_source
+            )
         output = (
             Path(args.output_dir).expanduser()
             if args.output_dir
@@ -183,12 +181,31 @@ def run_generate_cli(args: argparse.Namespace) -> int:
         say(f"showroom generate: error: {error}")
         return 2
     accepted = sum(v.accepted for v in views)
-    say(f"wrote {len(written)} files to {output}; {accepted} of {len(views)} view(s) accepted")
+    if args.json:
+        document = {
+            "output": str(output),
+            "inpainter": status,
+            "views": [
+                {
+                    "source_keyframe": v.source_keyframe,
+                    "yaw_deg": v.yaw_deg,
+                    "accepted": v.accepted,
+                    "reason": v.reason,
+                }
+                for v in views
+            ],
+            "files": [str(path) for path in written],
+        }
+        result(json.dumps(document, indent=2))
+    elif not args.quiet:
+        result(f"wrote {len(written)} files to {output}; {accepted} of {len(views)} view(s) accepted")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_generate_cli(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)  # outside: the result of --help is the help, on stdout
+    with stdout_for_results():
+        return run_generate_cli(args)
 
 
 if __name__ == "__main__":
