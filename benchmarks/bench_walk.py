@@ -501,11 +501,19 @@ def resource_numbers(walk: Walk) -> dict[str, Any]:
         start, end = min(samples, key=lambda s: abs(s[0] - a)), min(samples, key=lambda s: abs(s[0] - b))
         return round(100.0 * (end[2] - start[2]) / max(end[0] - start[0], 1e-9), 1)
 
-    minute = first + 60.0
+    def floor(a: float, b: float) -> float:
+        """The RSS floor over [a, b]: one sample can catch a window's transient peak, the floor does not."""
+        return min(s[1] for s in samples if a <= s[0] <= b)
+
     after_minute = None
-    if samples[-1][0] >= minute:
-        at_minute = min(samples, key=lambda s: abs(s[0] - minute))[1]
-        after_minute = {"rss_at_60s_mib": round(at_minute, 1), "growth_to_end_mib": round(walk.rss_end - at_minute, 1)}
+    end = samples[-1][0]
+    if end >= first + 65.0:
+        at_minute, at_end = floor(first + 55.0, first + 65.0), floor(end - 10.0, end)
+        after_minute = {
+            "rss_floor_55_65s_mib": round(at_minute, 1),
+            "rss_floor_last_10s_mib": round(at_end, 1),
+            "growth_mib": round(at_end - at_minute, 1),
+        }
     return {
         "node_cpu_percent_of_one_core_walk": cpu_percent(first, last),
         "node_cpu_percent_of_one_core_walk_and_tail": cpu_percent(first, samples[-1][0]),
@@ -631,7 +639,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"{res['benchmark_process_cpu_percent_walk']} %); RSS start {rss['start']} MiB, peak {rss['peak']}, "
             f"end {rss['end']}"
             + (
-                f"; at 60 s {minute['rss_at_60s_mib']} MiB, then {minute['growth_to_end_mib']:+} MiB to the end"
+                f"; RSS floor 55-65 s after the first frame {minute['rss_floor_55_65s_mib']} MiB, last 10 s "
+                f"{minute['rss_floor_last_10s_mib']} MiB ({minute['growth_mib']:+} MiB)"
                 if minute
                 else ""
             )
