@@ -97,6 +97,31 @@ def test_motion_is_required_between_keyframes_and_buffer_is_bounded():
     assert len(collector.buffer) == 0
 
 
+def test_every_complete_frame_reaches_the_map_sink_whatever_the_window_selection_says():
+    """The robot map wants frames the window buffer refuses: too close to a buffered keyframe, or the
+    buffer full. Blurred and incomplete frames never reach it."""
+    poses, mapped = Poses(), []
+    collector = _collector(poses, require_pose=True, use_depth=True, wait_timeout_ns=300 * MS)
+    collector.map_sink = mapped.append
+    depth = np.full((480, 640), 2.0, np.float32)
+    stamps_and_x = [(1, 0.0), (2, 0.05), (3, 0.3), (4, 0.6), (5, 0.9), (6, 0.95)]
+    kinds = []
+    for stamp, x in stamps_and_x:
+        poses.by_stamp[stamp] = _pose(x)
+        collector.add_depth(0, stamp, depth, now_ns=stamp)
+        kinds.append(collector.add_image(0, stamp, _textured(stamp), "cam", now_ns=stamp).kind)
+    assert kinds == ["accepted", "rejected", "accepted", "accepted", "rejected", "rejected"]
+    assert [k.stamp_ns for k in mapped] == [1, 2, 3, 4, 5, 6]
+    assert all(m is k for m, k in zip(mapped[:1], collector.buffer))  # one object: fused once either way
+    blurred = cv2.GaussianBlur(_textured(), (0, 0), 8)
+    poses.by_stamp[7] = _pose(2.0)
+    collector.add_depth(0, 7, depth, now_ns=7)
+    collector.add_image(0, 7, blurred, "cam", now_ns=7)
+    collector.add_image(0, 8, _textured(8), "cam", now_ns=8)  # no pose, no depth: waits, then expires
+    collector.poll(now_ns=400 * MS)
+    assert len(mapped) == 6
+
+
 def test_camera_index_is_checked():
     collector = _collector()
     with pytest.raises(ValueError, match="camera index 3"):

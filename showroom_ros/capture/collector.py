@@ -59,13 +59,23 @@ class _Candidate:
 class KeyframeCollector:
     """Feeds a bounded :class:`KeyframeBuffer`; every method is O(1) in the stream length."""
 
-    def __init__(self, config: CollectorConfig, buffer: KeyframeBuffer, pose_lookup: PoseLookup) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        buffer: KeyframeBuffer,
+        pose_lookup: PoseLookup,
+        map_sink: Callable[[Keyframe], None] | None = None,
+    ) -> None:
+        """``map_sink`` receives every complete frame (image, CameraInfo, depth, pose all there), before
+        and whatever the keyframe selection decides: a robot map integrates frames the window buffer does
+        not want (too close to a buffered keyframe, or the buffer full)."""
         if config.num_cameras < 1:
             raise ValueError("at least one camera is needed")
         self.config = config
         self.buffer = buffer
         self.selector = KeyframeSelector(config.selector)
         self._pose_lookup = pose_lookup
+        self.map_sink = map_sink
         self._intrinsics: list[CameraIntrinsics | None] = [None] * config.num_cameras
         self._depth_intrinsics: list[CameraIntrinsics | None] = [None] * config.num_cameras
         self._depths: list[deque[tuple[int, np.ndarray | Callable[[], np.ndarray]]]] = [
@@ -106,7 +116,7 @@ class KeyframeCollector:
         """Consider one decoded colour frame (call only when :meth:`should_evaluate` said so)."""
         self._check_camera(camera)
         self._last_evaluated_ns[camera] = now_ns
-        if self.buffer.is_full:
+        if self.buffer.is_full and self.map_sink is None:  # with a map, the frame is still wanted there
             return Outcome("rejected", camera, stamp_ns, "keyframe buffer is full (waiting for reconstruction)")
         decision = self.selector.evaluate(image)
         if not decision.accepted:
@@ -207,12 +217,6 @@ class KeyframeCollector:
                 return Outcome("rejected", camera, candidate.stamp_ns, "no " + " and no ".join(missing))
             return Outcome("waiting", camera, candidate.stamp_ns, "waiting for " + " and ".join(missing))
         self._pending[camera].remove(candidate)
-        if self.buffer.is_full:
-            return Outcome("rejected", camera, candidate.stamp_ns, "keyframe buffer is full")
-        # Against every buffered keyframe: a camera that comes back must not add the same view twice.
-        decision = self.selector.evaluate(candidate.image, pose=pose, reference=self.buffer.keyframes)
-        if not decision.accepted:
-            return Outcome("rejected", camera, candidate.stamp_ns, decision.reason)
         keyframe = Keyframe(
             image=candidate.image,
             stamp_ns=candidate.stamp_ns,
@@ -223,5 +227,13 @@ class KeyframeCollector:
             camera_id=camera,
             frame_id=candidate.frame_id,
         )
+        if self.map_sink is not None:
+            self.map_sink(keyframe)  # the same object the buffer may take: the map fuses it once either way
+        if self.buffer.is_full:
+            return Outcome("rejected", camera, candidate.stamp_ns, "keyframe buffer is full")
+        # Against every buffered keyframe: a camera that comes back must not add the same view twice.
+        decision = self.selector.evaluate(candidate.image, pose=pose, reference=self.buffer.keyframes)
+        if not decision.accepted:
+            return Outcome("rejected", camera, candidate.stamp_ns, decision.reason)
         self.buffer.add(keyframe)
         return Outcome("accepted", camera, candidate.stamp_ns, f"keyframe {len(self.buffer)}")

@@ -87,9 +87,10 @@ def build_parts(
     )
     inputs = CameraInputs(s.topics, params, collector, counters)
     trigger = WindowTrigger(
-        params, s.continuous, collector, inputs, scheduler, jobs.reconstruct, mapping.offer, logger, publish_status
+        params, s.continuous, collector, inputs, scheduler, jobs.reconstruct, logger, publish_status
     )
     inputs.handle = trigger.handle
+    collector.map_sink = mapping.offer  # every complete frame with depth and pose, at the evaluation rate
     services = NodeServices(node, group, scheduler, jobs, collector, poses, trigger.start, why_inactive)
     models = ModelWatch(model_holders(backends), logger)
     return NodeParts(s, counters, poses, collector, models, scheduler, mapping, jobs, inputs, trigger, services)

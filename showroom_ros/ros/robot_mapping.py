@@ -2,7 +2,8 @@
 
 Two paths feed the map (docs/mapping.md):
 
-* **keyframe rate**: a keyframe with sensor depth and a pose is offered here as soon as it is accepted
+* **keyframe rate**: every complete frame with sensor depth and a pose (at ``evaluation_rate_hz``,
+  whatever the window selection decides; ``KeyframeCollector.map_sink``) is offered here
   (:meth:`RobotMapping.offer`, from the camera-input thread, never blocking) and fused on this part's
   thread; it never waits behind a window's reconstruction. The queue is bounded: when the camera
   outruns integration the oldest waiting keyframe is dropped (the newest wins), counted and said.

@@ -26,7 +26,6 @@ class WindowTrigger:
         inputs: CameraInputs,
         scheduler: Scheduler,
         reconstruct: Callable[[list], Any],
-        offer_to_map: Callable[[Any], None],
         logger: Callable[[], Any],
         publish_status: Callable[[], None],
     ) -> None:
@@ -36,7 +35,6 @@ class WindowTrigger:
         self.inputs = inputs
         self.scheduler = scheduler
         self._reconstruct = reconstruct
-        self._offer_to_map = offer_to_map
         self._logger = logger
         self._publish_status = publish_status
         self._last_keyframe_at = time.monotonic()
@@ -51,9 +49,6 @@ class WindowTrigger:
             return
         count = len(self.collector.buffer)
         self._last_keyframe_at = time.monotonic()
-        keyframe = self.collector.buffer.last
-        if keyframe is not None:
-            self._offer_to_map(keyframe)  # keyframe rate: into the map now, not after its window
         self._logger().info(f"keyframe {count}/{self.params['max_keyframes']} from camera {outcome.camera}")
         self.scheduler.set(message=f"{count} keyframe(s) buffered")
         if self.params["auto_reconstruct"] and self.collector.buffer.is_full:
