@@ -50,15 +50,26 @@ def spin_until(node: Node, condition: Callable[[], bool], timeout: float) -> boo
     return condition()
 
 
-def call_service(node: Node, srv_type: Any, name: str, request: Any, timeout: float = 60.0) -> Any:
+def call_service(
+    node: Node, srv_type: Any, name: str, request: Any, timeout: float = 60.0, resend_after: float | None = None
+) -> Any:
+    """Call and wait. ``resend_after`` (idempotent services only): send again after that many seconds of
+    silence. The graph may still list the service of an earlier node of the same name that just stopped:
+    a request sent to it is lost, and only a resend reaches the new one."""
     client = node.create_client(srv_type, name)
     try:
         if not client.wait_for_service(timeout_sec=20.0):
             raise AssertionError(f"service {name} did not appear")
-        future = client.call_async(request)
-        if not spin_until(node, future.done, timeout):
-            raise AssertionError(f"service {name} did not answer in {timeout} s")
-        return future.result()
+        deadline = time.monotonic() + timeout
+        while True:
+            future = client.call_async(request)
+            wait = (
+                deadline - time.monotonic() if resend_after is None else min(resend_after, deadline - time.monotonic())
+            )
+            if spin_until(node, future.done, max(0.0, wait)):
+                return future.result()
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"service {name} did not answer in {timeout} s")
     finally:
         node.destroy_client(client)
 
@@ -72,16 +83,57 @@ def ros_init_for_tests() -> None:
 # --- seeded generators of hostile messages (conversion property tests, node fuzzing) ----------------
 
 _WILD_FLOATS = (
-    float("nan"), float("inf"), -float("inf"), 0.0, -0.0, -1.0, 1.0, 1e308, -1e308, 5e-324, 1e-7, 3.4e38, 1e12
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    0.0,
+    -0.0,
+    -1.0,
+    1.0,
+    1e308,
+    -1e308,
+    5e-324,
+    1e-7,
+    3.4e38,
+    1e12,
 )
 _WILD_UINTS = (0, 1, 2, 3, 7, 48, 64, 480, 640, 65_535, 65_536, 65_537, 2**31 - 1, 2**31, 2**32 - 1)
 _WILD_STRINGS = (
-    "", " ", "/", "map", "odom", "camera_color_optical_frame", "/camera_color_optical_frame", "a" * 300,
-    "\u00e9\u4e2d\U0001f600", "frame with spaces", "..", "\t\n",
+    "",
+    " ",
+    "/",
+    "map",
+    "odom",
+    "camera_color_optical_frame",
+    "/camera_color_optical_frame",
+    "a" * 300,
+    "\u00e9\u4e2d\U0001f600",
+    "frame with spaces",
+    "..",
+    "\t\n",
 )
 WILD_ENCODINGS = (
-    "rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3", "8UC4", "mono16", "16UC1", "32FC1",
-    "yuv422", "uyvy", "yuyv", "yuv422_yuy2", "bayer_rggb8", "jpeg", "", " rgb8 ", "rgb16", "\u00e9",
+    "rgb8",
+    "bgr8",
+    "rgba8",
+    "bgra8",
+    "mono8",
+    "8UC1",
+    "8UC3",
+    "8UC4",
+    "mono16",
+    "16UC1",
+    "32FC1",
+    "yuv422",
+    "uyvy",
+    "yuyv",
+    "yuv422_yuy2",
+    "bayer_rggb8",
+    "jpeg",
+    "",
+    " rgb8 ",
+    "rgb16",
+    "\u00e9",
 )
 MESSAGE_KINDS = ("image", "compressed", "depth", "compressed_depth", "info", "pose")
 
@@ -112,7 +164,7 @@ def wild_stamp(rng: Any, now_ns: int) -> Any:
         return Time()
     if choice == 1:
         return Time(sec=int(rng.integers(-(2**31), 2**31)), nanosec=int(rng.integers(0, 2**32)))
-    offset = {2: -10**12, 3: 10**12, 4: int(rng.integers(-(10**9), 10**9)), 5: 0}[int(choice)]
+    offset = {2: -(10**12), 3: 10**12, 4: int(rng.integers(-(10**9), 10**9)), 5: 0}[int(choice)]
     ns = max(0, now_ns + offset)
     return Time(sec=ns // 1_000_000_000 % 2**31, nanosec=ns % 1_000_000_000)
 
@@ -213,8 +265,28 @@ def random_message(kind: str, rng: Any, now_ns: int = 0) -> Any:
 # --- seeded generators of hostile service requests (service fuzzing) --------------------------------
 
 WILD_NAMES = (
-    "", " ", ".", "..", "../escape", "../../etc/passwd", "/tmp/absolute", "a/b", "a\\b", "name with spaces",
-    "x" * 300, "ok_name", "map.v2", "-", "-rf", "~", "$HOME", "*", "\u00e9t\u00e9", "\n", "CON", "kitchen",
+    "",
+    " ",
+    ".",
+    "..",
+    "../escape",
+    "../../etc/passwd",
+    "/tmp/absolute",
+    "a/b",
+    "a\\b",
+    "name with spaces",
+    "x" * 300,
+    "ok_name",
+    "map.v2",
+    "-",
+    "-rf",
+    "~",
+    "$HOME",
+    "*",
+    "\u00e9t\u00e9",
+    "\n",
+    "CON",
+    "kitchen",
 )
 _WILD_INT32 = (-(2**31), -2, -1, 0, 1, 2, 4, 5, 100, 2**31 - 1)
 _WILD_INT64 = (-(2**63), -1, 0, 1, 3, 2**32, 2**63 - 1)

@@ -422,7 +422,8 @@ def test_parameters_at_run_time_through_a_client(client, processes, tmp_path):
 
     def set_one(name: str, value: ParameterValue):
         request = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
-        return call_service(client, SetParameters, "/showroom/set_parameters", request, timeout=30).results[0]
+        answer = call_service(client, SetParameters, "/showroom/set_parameters", request, timeout=30, resend_after=5)
+        return answer.results[0]
 
     def double(v: float) -> ParameterValue:
         return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
