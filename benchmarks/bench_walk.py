@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import queue
-import struct
 import sys
 import tempfile
 import threading
@@ -145,17 +144,6 @@ class Arrival:
     bytes: int
 
 
-def marker_array_stamp_ns(data: bytes) -> int | None:
-    """The first marker's ``header.stamp`` from MarkerArray CDR bytes (the node stamps every marker alike),
-    without deserializing a mesh of a million floats in Python; None for an empty array."""
-    order = "<" if data[1] == 1 else ">"
-    (count,) = struct.unpack_from(order + "I", data, 4)
-    if count == 0:
-        return None
-    sec, nanosec = struct.unpack_from(order + "iI", data, 8)
-    return sec * 1_000_000_000 + nanosec
-
-
 class WalkClient(Node):
     """Publishes the camera and records every map output's stamp and arrival time and the node's status."""
 
@@ -183,7 +171,7 @@ class WalkClient(Node):
 
     def _on_map(self, topic: str, data: bytes) -> None:
         at = time.monotonic()
-        stamp = marker_array_stamp_ns(data) if topic == "map_mesh" else conv.serialized_stamp_ns(data)
+        stamp = conv.serialized_marker_array_stamp_ns(data) if topic == "map_mesh" else conv.serialized_stamp_ns(data)
         with self.lock:
             self.arrivals.append(Arrival(topic, stamp, at, len(data)))
 

@@ -57,6 +57,21 @@ def serialized_stamp_ns(data: bytes) -> int:
     return stamp_to_ns(Time(sec=sec, nanosec=nanosec))
 
 
+def serialized_marker_array_stamp_ns(data: bytes) -> int | None:
+    """The first marker's ``header.stamp`` from MarkerArray CDR bytes (the node stamps every marker alike),
+    without deserializing a mesh of a million points in Python; None for an empty array."""
+    if len(data) < 8 or data[0] != 0 or data[1] not in (0, 1):
+        raise MessageError(f"not a CDR message ({len(data)} bytes)")
+    order = "<" if data[1] == 1 else ">"
+    (count,) = struct.unpack_from(order + "I", data, 4)
+    if count == 0:
+        return None
+    if len(data) < 16:
+        raise MessageError(f"MarkerArray of {count} markers in {len(data)} bytes")
+    sec, nanosec = struct.unpack_from(order + "iI", data, 8)
+    return sec * 1_000_000_000 + nanosec
+
+
 def ns_to_stamp(ns: int) -> Time:
     return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 

@@ -77,7 +77,16 @@ def build_parts(
     scheduler = Scheduler(after_job=release_free_heap)
     robot_map = s.robot_map if s["volumetric_map"] else None
     map_outputs = MapOutputs(node, publisher, node.guard.wrap)
-    mapping = RobotMapping(robot_map, s.point_map, map_outputs, s.output_dir, s["accumulate_map"], logger)
+    mapping = RobotMapping(
+        robot_map,
+        s.point_map,
+        map_outputs,
+        s.output_dir,
+        s["accumulate_map"],
+        logger,
+        publish_rate_hz=s["map_publish_rate_hz"],
+        queue_size=s["map_queue_size"],
+    )
     outputs = ResultOutputs(node, publisher, params, s.output_dir)
     pipeline = ReconstructionPipeline(s.pipeline, backends)
     generator = ViewGenerationService(s.generation)
