@@ -314,3 +314,21 @@ def test_tsdf_mesh_of_the_sample_keyframes_is_on_the_ground_truth(repo_root: Pat
     assert np.median(distances) < 0.007 and np.quantile(distances, 0.9) < 0.012
     # Grey mesh colours would mean the colour camera was not used.
     assert result.mesh.vertex_colors.astype(float).std(axis=0).min() > 10
+
+
+@pytest.mark.parametrize("sources_count", [1, 5, 64, 70])
+def test_fuse_points_confidence_counts_distinct_sources_per_voxel(sources_count):
+    """Against a per-voxel set count, on both paths (a bit per source up to 64 sources, a sort beyond)."""
+    from showroom_ros.reconstruction.rgbd import fuse_points
+
+    rng = np.random.default_rng(sources_count)
+    points = rng.uniform(0.0, 0.2, (5000, 3))
+    colors = rng.integers(0, 256, (5000, 3)).astype(np.float64)
+    sources = rng.integers(0, sources_count, 5000)
+    fused, _, confidence = fuse_points(points, colors, sources, 0.02)
+    cells = np.floor((points - points.min(axis=0)) / 0.02).astype(np.int64)
+    seen: dict[tuple, set] = {}
+    for cell, source in zip(map(tuple, cells), sources, strict=True):
+        seen.setdefault(cell, set()).add(int(source))
+    assert sorted(confidence.astype(int).tolist()) == sorted(len(s) for s in seen.values())
+    assert len(fused) == len(seen)
