@@ -9,7 +9,7 @@ import pytest
 pytest_plugins = (
     "ci_skips",  # test/ci_skips.py: a skip on CI fails unless marked may_skip_on_ci
     "pytester",  # test_conftest.py runs ci_skips on test files of its own
-    "ros_harness",  # its ros_client / node_processes fixtures, for every real-process module
+    "ros_harness",  # its client / processes fixtures, for every real-process module (a module may define its own)
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

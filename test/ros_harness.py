@@ -335,9 +335,9 @@ def random_request(kind: str, rng: Any) -> tuple[Any, Any]:
     return GenerateViews, request
 
 
-# --- fixtures shared by the real-process test modules (import them into the module) ------------------
+# --- fixtures of the real-process test modules (registered by conftest.py; a module may define its own) --
 @pytest.fixture(scope="module")
-def ros_client():
+def client():
     """A client node in the test process (the outside user of the nodes under test)."""
     ros_init_for_tests()
     node = Node(f"showroom_test_client_{os.getpid()}")
@@ -347,7 +347,7 @@ def ros_client():
 
 
 @pytest.fixture
-def node_processes(tmp_path):
+def processes(tmp_path):
     """start(name, parameters, params_file=None) -> a NodeProcess, stopped (SIGINT) after the test."""
     started: list[NodeProcess] = []
 

@@ -102,8 +102,7 @@ class Counter:
         self.count, self.msg = self.count + 1, msg
 
 
-def test_every_transition_from_another_process_with_frames_flowing(ros_client, node_processes, tmp_path):
-    client, processes = ros_client, node_processes
+def test_every_transition_from_another_process_with_frames_flowing(client, processes, tmp_path):
     from sensor_msgs.msg import PointCloud2
     from std_srvs.srv import Trigger
 
@@ -151,9 +150,8 @@ def test_every_transition_from_another_process_with_frames_flowing(ros_client, n
     lifecycle.close()
 
 
-def test_a_failed_configure_says_why_and_stays_unconfigured(ros_client, node_processes, tmp_path):
+def test_a_failed_configure_says_why_and_stays_unconfigured(client, processes, tmp_path):
     """Parameters are checked at configure: a bad combination fails the transition, the node lives on."""
-    client, processes = ros_client, node_processes
     params = {**SHOWROOM_PARAMETERS_FOR_REPLAY, "output_dir": str(tmp_path / "out"), "lifecycle": True}
     node = processes("showroom_node", {**params, "pose_source": "topic", "pose_topics": ["/a", "/b"]}, CONFIG)
     lifecycle = Lifecycle(client, node)
@@ -165,8 +163,7 @@ def test_a_failed_configure_says_why_and_stays_unconfigured(ros_client, node_pro
 
 @pytest.mark.parametrize("target", ["unconfigured", "inactive", "active", "finalized"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_in_every_lifecycle_state_exits_0_within_2_s(ros_client, node_processes, tmp_path, target, signum):
-    client, processes = ros_client, node_processes
+def test_a_signal_in_every_lifecycle_state_exits_0_within_2_s(client, processes, tmp_path, target, signum):
     node = _managed(processes, tmp_path)
     _replay(processes)
     lifecycle = Lifecycle(client, node)

@@ -18,10 +18,8 @@ from ros_harness import (
     LATCHED_QOS,
     REPO_ROOT,
     ROS_AVAILABLE,
-    NodeProcess,
     call_service,
     requires_ros,
-    ros_init_for_tests,
     spin_until,
 )
 
@@ -34,32 +32,6 @@ else:  # collected (and skipped) without ROS
     SHOWROOM_PARAMETERS_FOR_REPLAY = {}
 
 CAMERA_PARAMS = SHOWROOM_PARAMETERS_FOR_REPLAY
-
-
-@pytest.fixture(scope="module")
-def client():
-    import rclpy
-    from rclpy.node import Node
-
-    ros_init_for_tests()
-    node = Node("showroom_test_client")
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown()
-
-
-@pytest.fixture
-def processes(tmp_path):
-    started: list[NodeProcess] = []
-
-    def start(name: str, parameters: dict, params_file: Path | None = None) -> NodeProcess:
-        process = NodeProcess(name, parameters, tmp_path, params_file)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
 
 
 class Latest:

@@ -119,7 +119,7 @@ class Walker:
         return self.statuses[-1] if self.statuses else None
 
 
-def _node(node_processes, tmp_path: Path, **overrides):
+def _node(processes, tmp_path: Path, **overrides):
     params = {
         **SHOWROOM_PARAMETERS_FOR_REPLAY,
         "output_dir": str(tmp_path / "out"),
@@ -129,7 +129,7 @@ def _node(node_processes, tmp_path: Path, **overrides):
         "evaluation_rate_hz": 10.0,
         **overrides,
     }
-    return node_processes("showroom_node", params, CONFIG)
+    return processes("showroom_node", params, CONFIG)
 
 
 def _start(walker: Walker, node) -> None:
@@ -138,14 +138,14 @@ def _start(walker: Walker, node) -> None:
 
 
 def test_late_and_out_of_order_poses_still_map_every_frame_and_every_stamp_is_a_frames(
-    ros_client, node_processes, tmp_path, shared_root
+    client, processes, tmp_path, shared_root
 ):
     """Poses arrive 0.3-0.6 s after their frames and shuffled; the node waits for them (wait_timeout) and
     maps the frames. Every output of every kind is stamped with a frame that was sent: this fails on
     publish-time stamps."""
     frames, color_k, depth_k = _walk(shared_root, 40, step=3)
-    node = _node(node_processes, tmp_path, wait_timeout=2.0, max_keyframes=3, window_overlap=0)
-    walker = Walker(ros_client)
+    node = _node(processes, tmp_path, wait_timeout=2.0, max_keyframes=3, window_overlap=0)
+    walker = Walker(client)
     _start(walker, node)
     rng = random.Random(20)
     start_ns = time.time_ns()
@@ -161,7 +161,7 @@ def test_late_and_out_of_order_poses_still_map_every_frame_and_every_stamp_is_a_
         walker.spin(0.1)
     for _, pose, stamp in sorted(late, key=lambda _: rng.random()):
         walker.pose_message(pose, stamp)
-    assert spin_until(ros_client, lambda: walker.status.map_keyframes_integrated >= 0.8 * len(frames), 90), (
+    assert spin_until(client, lambda: walker.status.map_keyframes_integrated >= 0.8 * len(frames), 90), (
         walker.status,
         node.log(),
     )
@@ -177,18 +177,18 @@ def test_late_and_out_of_order_poses_still_map_every_frame_and_every_stamp_is_a_
     assert node.alive() and "Traceback" not in node.log(), node.log()
 
 
-def test_a_burst_faster_than_integration_is_bounded_and_counted(ros_client, node_processes, tmp_path, shared_root):
+def test_a_burst_faster_than_integration_is_bounded_and_counted(client, processes, tmp_path, shared_root):
     frames, color_k, depth_k = _walk(shared_root, 60, step=2)
     # Best effort, as cameras publish: a reliable subscription would slow this sender down to the node's pace.
     node = _node(
-        node_processes,
+        processes,
         tmp_path,
         input_reliability="best_effort",
         evaluation_rate_hz=60.0,
         map_queue_size=2,
         map_publish_rate_hz=0.5,
     )
-    walker = Walker(ros_client)
+    walker = Walker(client)
     _start(walker, node)
     start_ns, sending = time.time_ns(), time.monotonic()
     for i, (rgb, depth, pose) in enumerate(frames):  # as fast as this process can send them
@@ -198,7 +198,7 @@ def test_a_burst_faster_than_integration_is_bounded_and_counted(ros_client, node
         walker.spin(0.005)
     print(f"sent {len(frames)} frames in {time.monotonic() - sending:.1f} s")
     assert spin_until(
-        ros_client, lambda: walker.status.map_keyframes_waiting == 0 and walker.status.map_keyframes_dropped > 0, 90
+        client, lambda: walker.status.map_keyframes_waiting == 0 and walker.status.map_keyframes_dropped > 0, 90
     ), (walker.status, node.log())
     walker.spin(2.0)
     waiting = [s.map_keyframes_waiting for s in walker.statuses]
@@ -211,15 +211,15 @@ def test_a_burst_faster_than_integration_is_bounded_and_counted(ros_client, node
 
 
 def test_map_services_answer_while_frames_are_integrated_and_the_map_stays_consistent(
-    ros_client, node_processes, tmp_path, shared_root
+    client, processes, tmp_path, shared_root
 ):
     from std_srvs.srv import Trigger
 
     from showroom_ros.srv import LoadMap, SaveReconstruction
 
     frames, color_k, depth_k = _walk(shared_root, 60, step=4)
-    node = _node(node_processes, tmp_path, map_publish_rate_hz=4.0)
-    walker = Walker(ros_client)
+    node = _node(processes, tmp_path, map_publish_rate_hz=4.0)
+    walker = Walker(client)
     _start(walker, node)
     stop = threading.Event()
     start_ns = time.time_ns()
@@ -242,14 +242,14 @@ def test_map_services_answer_while_frames_are_integrated_and_the_map_stays_consi
     thread = threading.Thread(target=stream)
     thread.start()
     try:
-        assert spin_until(ros_client, lambda: walker.status.map_keyframes_integrated >= 5, 60), walker.status
+        assert spin_until(client, lambda: walker.status.map_keyframes_integrated >= 5, 60), walker.status
         answers["save"] = call_service(
-            ros_client, SaveReconstruction, "/showroom/save_map", SaveReconstruction.Request(name="walk"), 60
+            client, SaveReconstruction, "/showroom/save_map", SaveReconstruction.Request(name="walk"), 60
         )
-        answers["clear"] = call_service(ros_client, Trigger, "/showroom/clear_map", Trigger.Request(), 60)
+        answers["clear"] = call_service(client, Trigger, "/showroom/clear_map", Trigger.Request(), 60)
         walker.spin(0.5)
-        assert spin_until(ros_client, lambda: walker.status.map_keyframes_integrated >= 3, 60), walker.status
-        answers["load"] = call_service(ros_client, LoadMap, "/showroom/load_map", LoadMap.Request(name="walk"), 60)
+        assert spin_until(client, lambda: walker.status.map_keyframes_integrated >= 3, 60), walker.status
+        answers["load"] = call_service(client, LoadMap, "/showroom/load_map", LoadMap.Request(name="walk"), 60)
     finally:
         stop.set()
         thread.join(30)
@@ -264,10 +264,10 @@ def test_map_services_answer_while_frames_are_integrated_and_the_map_stays_consi
     from showroom_ros.ros.qos import LATCHED
 
     snapshots: list = []
-    ros_client.create_subscription(MarkerArray, "/showroom/map_mesh", snapshots.append, LATCHED)
-    assert spin_until(ros_client, lambda: bool(snapshots), 60), node.log()
+    client.create_subscription(MarkerArray, "/showroom/map_mesh", snapshots.append, LATCHED)
+    assert spin_until(client, lambda: bool(snapshots), 60), node.log()
     walker.spin(3.0)  # the latched last update comes first, the snapshot sent on matching after it
-    after = call_service(ros_client, SaveReconstruction, "/showroom/save_map", SaveReconstruction.Request(name="after"))
+    after = call_service(client, SaveReconstruction, "/showroom/save_map", SaveReconstruction.Request(name="after"))
     assert after.success, after.message
     ids = [m.id for m in snapshots[-1].markers]
     assert ids and len(ids) == len(set(ids)) and all(m.action == Marker.ADD for m in snapshots[-1].markers)
@@ -281,13 +281,13 @@ def test_map_services_answer_while_frames_are_integrated_and_the_map_stays_consi
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_signal_mid_integration_exits_0_within_2_s_and_leaves_no_partial_map_file(
-    ros_client, node_processes, tmp_path, shared_root, signum
+    client, processes, tmp_path, shared_root, signum
 ):
     from showroom_ros.srv import SaveReconstruction
 
     frames, color_k, depth_k = _walk(shared_root, 30, step=5)
-    node = _node(node_processes, tmp_path, evaluation_rate_hz=30.0, map_queue_size=50)
-    walker = Walker(ros_client)
+    node = _node(processes, tmp_path, evaluation_rate_hz=30.0, map_queue_size=50)
+    walker = Walker(client)
     _start(walker, node)
     start_ns = time.time_ns()
     for i, (rgb, depth, pose) in enumerate(frames):
@@ -296,15 +296,15 @@ def test_a_stop_signal_mid_integration_exits_0_within_2_s_and_leaves_no_partial_
         walker.camera_frame(rgb, depth, stamp, color_k, depth_k)
         walker.spin(0.02)
     integrating = lambda: walker.status.map_keyframes_integrated >= 1 and walker.status.map_keyframes_waiting > 0  # noqa: E731
-    assert spin_until(ros_client, integrating, 60), (walker.status, node.log())  # mid-integration
-    client = ros_client.create_client(SaveReconstruction, "/showroom/save_map")
+    assert spin_until(client, integrating, 60), (walker.status, node.log())  # mid-integration
+    client = client.create_client(SaveReconstruction, "/showroom/save_map")
     client.call_async(SaveReconstruction.Request(name="mid"))  # a save queued behind the integration
     walker.spin(0.1)
     started = time.monotonic()
     node.process.send_signal(signum)
     code = node.wait(timeout=10)
     elapsed = time.monotonic() - started
-    ros_client.destroy_client(client)
+    client.destroy_client(client)
     assert code == 0 and elapsed < 2.0, f"exit {code} after {elapsed:.2f} s\n{node.log()}"
     out = tmp_path / "out"
     leftovers = [p.name for p in out.rglob("*") if ".tmp" in p.name]

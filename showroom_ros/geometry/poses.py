@@ -95,14 +95,17 @@ class PoseHistory:
     """Stamped poses of one frame as they arrive live, bounded, answered by :func:`interpolate_pose`.
 
     A lookup outside the covered span (beyond ``tolerance_ns``) returns ``None``, so a caller can wait
-    for a pose that has not arrived yet instead of extrapolating. Time going backwards (a replayed bag
-    looping) starts a new history; a sample at the latest stamp replaces it.
+    for a pose that has not arrived yet instead of extrapolating. A sample older than the newest by at most
+    ``reorder_ns`` (poses arriving out of order: several publishers, a network) is put in its place; time
+    going further back (a replayed bag looping) starts a new history. A sample at a stamp already held
+    replaces it.
     """
 
-    def __init__(self, max_samples: int = 2000, tolerance_ns: int = 50_000_000) -> None:
+    def __init__(self, max_samples: int = 2000, tolerance_ns: int = 50_000_000, reorder_ns: int = 2_000_000_000):
         self._stamps: deque[int] = deque(maxlen=max_samples)
         self._poses: deque[np.ndarray] = deque(maxlen=max_samples)
         self.tolerance_ns = int(tolerance_ns)
+        self.reorder_ns = int(reorder_ns)
 
     def __len__(self) -> int:
         return len(self._stamps)
@@ -119,14 +122,25 @@ class PoseHistory:
         pose = np.asarray(pose, dtype=np.float64)
         if pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
             raise ValueError("pose must be a finite 4x4 matrix")
-        if self._stamps and stamp_ns < self._stamps[-1]:
-            # Out-of-order sample (e.g. a replayed bag looping): start a new history.
-            self.clear()
-        elif self._stamps and stamp_ns == self._stamps[-1]:
-            self._poses[-1] = pose
+        stamp_ns = int(stamp_ns)
+        if self._stamps and stamp_ns < self._stamps[-1] - self.reorder_ns:
+            self.clear()  # time went back further than reordering explains: a replayed bag looping
+        index = bisect.bisect_left(self._stamps, stamp_ns)
+        if index < len(self._stamps) and self._stamps[index] == stamp_ns:
+            self._poses[index] = pose
             return
-        self._stamps.append(int(stamp_ns))
-        self._poses.append(pose)
+        if index == len(self._stamps):
+            self._stamps.append(stamp_ns)
+            self._poses.append(pose)
+            return
+        if len(self._stamps) == self._stamps.maxlen:
+            if index == 0:
+                return  # older than everything a full history holds
+            self._stamps.popleft()
+            self._poses.popleft()
+            index -= 1
+        self._stamps.insert(index, stamp_ns)
+        self._poses.insert(index, pose)
 
     def lookup(self, stamp_ns: int) -> np.ndarray | None:
         if not self._stamps:
