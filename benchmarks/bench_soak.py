@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
@@ -41,6 +42,12 @@ sys.path.insert(0, str(REPO / "test"))
 
 def _disk_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+
+
+def _map_blocks(log_path: Path) -> int | None:
+    """The robot map's block count in the node's latest "map: ..." log line (None before the first)."""
+    counts = re.findall(r"map: .*?map (\d+) blocks", log_path.read_text(errors="replace")) if log_path.exists() else []
+    return int(counts[-1]) if counts else None
 
 
 def _spin_for(node: Node, seconds: float) -> None:
@@ -66,7 +73,7 @@ def soak(minutes: float, workdir: Path) -> None:
         workdir,
     )
     process = psutil.Process(node.process.pid)
-    rows, samples, reconstructions = [], [], set()
+    rows, samples, reconstructions, blocks = [], [], set(), []
     # Minute 1 starts after the first result (bounded: 90 s): start-up and imports are not growth.
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not (statuses and statuses[-1].num_points > 0):
@@ -87,9 +94,11 @@ def soak(minutes: float, workdir: Path) -> None:
             received = statuses[-1].frames_received if statuses else 0
             disk = _disk_bytes(out) / 2**20
             rows.append((minute, min(floor_samples), max(floor_samples), disk, offered[0], received))
+            blocks.append(_map_blocks(node.log_path))
             print(
                 f"  minute {minute}: RSS floor {rows[-1][1]:.0f} MB (peak {rows[-1][2]:.0f}), output "
-                f"{rows[-1][3]:.0f} MB, images offered {offered[0]}, received by the node {received}",
+                f"{rows[-1][3]:.0f} MB, images offered {offered[0]}, received by the node {received}, "
+                f"map blocks {blocks[-1]}",
                 flush=True,
             )
         wall = time.monotonic() - started
@@ -111,6 +120,11 @@ def soak(minutes: float, workdir: Path) -> None:
         f"   RSS floor minute 1 -> {rows[-1][0]}: {rows[0][1]:.0f} -> {rows[-1][1]:.0f} MB "
         f"(growth {rows[-1][1] - rows[0][1]:+.0f} MB; target <= 50 MB over 10 min); peak {max(samples):.0f} MB"
     )
+    if blocks and blocks[0] and blocks[-1] is not None:
+        print(
+            f"   map blocks minute 1 -> {rows[-1][0]}: {blocks[0]} -> {blocks[-1]} "
+            f"({100.0 * (blocks[-1] - blocks[0]) / blocks[0]:+.1f} %; target <= +5 % after the first loop)"
+        )
     print(f"   output directory: {rows[-1][3]:.0f} MB at the end (per minute: {[round(r[3]) for r in rows]})")
     print(f"   node CPU: {cpu:.0f} % of one core on average")
     if last is not None:

@@ -13,8 +13,9 @@ import numpy as np
 import open3d as o3d
 import pytest
 from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
 from test_mapping_occupancy import PILLAR_MAX, PILLAR_MIN, room_with_pillar_depth
-from test_mapping_volume import ROOM_MAX, ROOM_MIN, SMALL_K, look_at
+from test_mapping_volume import ROOM_MAX, ROOM_MIN, SEEDS, SMALL_K, look_at, room_poses
 
 from showroom_ros.apps.map_session import load_map, save_map
 from showroom_ros.capture.keyframes import Keyframe
@@ -69,8 +70,8 @@ def test_overlapping_windows_integrate_each_keyframe_once(kitchen: dict) -> None
             keyframe.depth, keyframe.depth_intrinsics, keyframe.pose, keyframe.image, keyframe.intrinsics
         )
     assert _weight_sum(robot_map.volume) == pytest.approx(_weight_sum(reference), rel=1e-6)
-    # ... and integrating the overlap again (as a distinct keyframe) would have counted it twice.
-    twice = RobotMap(RobotMapConfig(volume=VOLUME, gravity_aligned=False))
+    # ... and integrating the overlap again (as a distinct keyframe, the redundancy check off) would count it twice.
+    twice = RobotMap(RobotMapConfig(volume=VOLUME, gravity_aligned=False, redundant_translation_m=0.0))
     twice.integrate(r1, k1)
     twice.integrate(r2, [replace(k, stamp_ns=k.stamp_ns + 1) for k in k2])
     assert _weight_sum(twice.volume) > _weight_sum(reference) * 1.05
@@ -301,3 +302,137 @@ def test_incremental_surface_and_occupancy_equal_a_full_recomputation() -> None:
     assert dropped > 0  # the budget dropped blocks: their obstacles were subtracted again
     robot_map.clear()
     assert len(robot_map.surface()[0]) == 0 and robot_map.occupancy() is None
+
+
+# --- a static scene seen again (issue 20): redundant keyframes are not fused again -----------------------
+
+
+def _room_keyframes_at(poses: list[np.ndarray], first_stamp: int) -> list[Keyframe]:
+    image = np.full((SMALL_K.height, SMALL_K.width, 3), 150, np.uint8)
+    return [
+        Keyframe(image=image, stamp_ns=first_stamp + n, intrinsics=SMALL_K, depth=room_with_pillar_depth(p), pose=p)
+        for n, p in enumerate(poses)
+    ]
+
+
+def _seen_again(keyframes: list[Keyframe], rng: np.random.Generator, first_stamp: int) -> list[Keyframe]:
+    """The same views as new keyframes, as a sensor and a tracker give them back: depth noise (then mm steps,
+    as a 16UC1 image has) and a 2 mm / 0.2 deg pose jitter."""
+    again = []
+    for number, keyframe in enumerate(keyframes):
+        depth = keyframe.depth.copy()
+        valid = np.isfinite(depth) & (depth > 0)
+        sigma = 0.0012 + 0.0019 * (depth[valid] - 0.4) ** 2
+        depth[valid] = np.round((depth[valid] + rng.normal(0.0, 1.0, int(valid.sum())) * sigma) * 1000) / 1000
+        pose = keyframe.pose.copy()
+        axis = rng.normal(size=3)
+        pose[:3, :3] = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(0.2)).as_matrix() @ pose[:3, :3]
+        pose[:3, 3] += rng.normal(size=3) / np.sqrt(3) * 0.002
+        again.append(replace(keyframe, stamp_ns=first_stamp + number, depth=depth.astype(np.float32), pose=pose))
+    return again
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_the_same_views_fused_again_and_again_leave_the_map_as_it_was(kitchen: dict, seed: int) -> None:
+    """The node's default map settings; the old behaviour (check off) grows the map on the same input."""
+    rng = np.random.default_rng(seed)
+    views = kitchen["keyframes"]
+    checked, unchecked = RobotMap(), RobotMap(RobotMapConfig(redundant_translation_m=0.0))
+    first = checked.fuse_keyframes(views)
+    checked.refresh()
+    unchecked.fuse_keyframes(views)
+    unchecked.refresh()
+    blocks, published, weight = checked.block_count, set(checked.chunks.published), _weight_sum(checked.volume)
+    assert first.integrated == [0, 1, 2, 3, 4] and not first.redundant
+    for loop in range(1, 4):
+        again = _seen_again(views, rng, loop * 1000)
+        update = checked.fuse_keyframes(again)
+        assert update.redundant == [0, 1, 2, 3, 4] and not update.integrated and not update.reports
+        assert "5 redundant" in update.summary
+        refreshed = checked.refresh()
+        assert not refreshed.chunks.changed and not refreshed.chunks.removed
+        unchecked.fuse_keyframes(again)
+        unchecked.refresh()
+    assert checked.block_count == blocks and checked.chunks.published == published
+    assert _weight_sum(checked.volume) == weight
+    assert checked.redundant_count == 15 and checked.keyframe_count == 5
+    assert unchecked.block_count > blocks * 1.01, "the unchecked map should have grown on the same input"
+    # The window path asks the same question (and a window of the fused keyframes themselves is just skipped).
+    window = _seen_again(views[:3], rng, 9000)
+    update = checked.integrate(fuse_rgbd(window, FUSION), window)
+    assert update.redundant == [0, 1, 2] and not update.integrated and checked.block_count == blocks
+    assert checked.integrate(fuse_rgbd(views[:3], FUSION), views[:3]).skipped == [0, 1, 2]
+
+
+def test_a_new_viewpoint_still_extends_the_map(kitchen: dict) -> None:
+    views = kitchen["keyframes"]
+    robot_map = RobotMap(RobotMapConfig(volume=VOLUME, gravity_aligned=False))
+    robot_map.fuse_keyframes(views[:3])
+    robot_map.refresh()
+    before, published = robot_map.block_count, set(robot_map.chunks.published)
+    assert robot_map.fuse_keyframes([replace(k, stamp_ns=k.stamp_ns + 7) for k in views[:3]]).redundant == [0, 1, 2]
+    update = robot_map.fuse_keyframes([replace(k, stamp_ns=k.stamp_ns + 7) for k in views[3:]])
+    assert update.integrated == [0, 1] and not update.redundant
+    robot_map.refresh()
+    assert robot_map.block_count > before and robot_map.chunks.published > published
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_redundant_means_within_both_thresholds_of_a_fused_keyframe(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    config = RobotMapConfig(
+        volume=replace(VOLUME, depth_max=6.0),
+        redundant_translation_m=float(rng.uniform(0.02, 0.2)),
+        redundant_rotation_deg=float(rng.uniform(2.0, 15.0)),
+    )
+    robot_map = RobotMap(config)
+    pose = room_poses(rng, 1)[0]
+    robot_map.fuse_keyframes(_room_keyframes_at([pose], 1))
+
+    def moved(metres: float, degrees: float) -> np.ndarray:
+        direction, axis = rng.normal(size=3), rng.normal(size=3)
+        other = pose.copy()
+        turn = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(degrees)).as_matrix()
+        other[:3, :3] = turn @ pose[:3, :3]
+        other[:3, 3] += direction / np.linalg.norm(direction) * metres
+        return other
+
+    t, r = config.redundant_translation_m, config.redundant_rotation_deg
+    near = [moved(rng.uniform(0, 0.95) * t, rng.uniform(0, 0.95) * r) for _ in range(5)]
+    far = [moved(rng.uniform(1.05, 3) * t, rng.uniform(0, 0.95) * r) for _ in range(3)]
+    turned = [moved(rng.uniform(0, 0.95) * t, rng.uniform(1.05, 3) * r) for _ in range(3)]
+    assert all(robot_map.is_redundant(p) for p in near)
+    assert not any(robot_map.is_redundant(p) for p in far + turned)
+    update = robot_map.fuse_keyframes(_room_keyframes_at(near + far + turned, 100))
+    # The near ones are redundant; the first far one is new. Each fused one counts from then on, so a later
+    # far/turned one may be redundant with an earlier one.
+    assert update.redundant[:5] == list(range(5)) and update.integrated[0] == 5
+    assert sorted(update.integrated + update.redundant) == list(range(11))
+
+
+def test_a_view_whose_blocks_the_budget_dropped_is_fused_again() -> None:
+    """Otherwise a place the budget erased could never come back from the same pose."""
+    config = RobotMapConfig(volume=replace(VOLUME, depth_max=6.0, block_budget=250), occupancy=OCC)
+    robot_map = RobotMap(config)
+    first = _room_keyframes(WINDOW_A[:1], 1)
+    robot_map.fuse_keyframes(first)
+    assert robot_map.is_redundant(first[0].pose)
+    update = robot_map.fuse_keyframes(_room_keyframes(WINDOW_B, 10))
+    assert update.dropped_blocks > 0
+    assert not robot_map.is_redundant(first[0].pose)
+    again = robot_map.fuse_keyframes([replace(first[0], stamp_ns=99)])
+    assert again.integrated == [0] and again.reports[0].touched_blocks.size
+
+
+def test_redundancy_thresholds_are_validated_and_zero_turns_the_check_off(kitchen: dict) -> None:
+    with pytest.raises(ValueError, match="redundant_translation_m"):
+        RobotMapConfig(redundant_translation_m=-0.01)
+    with pytest.raises(ValueError, match="redundant_rotation_deg"):
+        RobotMapConfig(redundant_rotation_deg=200.0)
+    for off in (
+        RobotMapConfig(volume=VOLUME, redundant_rotation_deg=0.0),
+        RobotMapConfig(volume=VOLUME, redundant_translation_m=0.0),
+    ):
+        robot_map = RobotMap(off)
+        robot_map.fuse_keyframes(kitchen["keyframes"][:1])
+        assert robot_map.fuse_keyframes([replace(kitchen["keyframes"][0], stamp_ns=5)]).integrated == [0]

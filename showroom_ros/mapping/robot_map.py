@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import open3d as o3d
+from scipy.spatial import cKDTree
 
 from showroom_ros.capture.keyframes import Keyframe
 from showroom_ros.geometry.camera import CameraIntrinsics
@@ -59,6 +60,13 @@ class RobotMapConfig:
     >= 1, SfM's is a track length (>= 2). ``render_scale`` renders that depth at a fraction of the
     colour resolution, which closes the holes between a fused cloud's voxels. ``ray_stride`` samples
     every n-th depth pixel for free-space rays.
+
+    ``redundant_translation_m``/``redundant_rotation_deg``: a keyframe whose camera is within both of a
+    keyframe already fused is not fused again (``MapUpdate.redundant``): seeing the same surface again
+    adds nothing but blocks where its depth noise reaches past the earlier band, so a static scene seen
+    over and over would grow the map (docs/mapping.md, "Static scenes"). The defaults sit well under the
+    keyframe selector's 0.15 m / 10 deg: none of the 49 keyframes of the 7-Scenes walk, which returns to
+    the same places many times, is within 0.15 m and 10 deg of an earlier one. 0 turns the check off.
     """
 
     frame_id: str = "map"
@@ -70,6 +78,8 @@ class RobotMapConfig:
     render_scale: float = 0.5
     render_point_radius_px: int = 1
     ray_stride: int = 4
+    redundant_translation_m: float = 0.05
+    redundant_rotation_deg: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.frame_id.strip():
@@ -90,15 +100,20 @@ class RobotMapConfig:
             raise ValueError(f"render_point_radius_px must be >= 0, got {self.render_point_radius_px}")
         if self.ray_stride < 1:
             raise ValueError(f"ray_stride must be >= 1, got {self.ray_stride}")
+        if not (math.isfinite(self.redundant_translation_m) and self.redundant_translation_m >= 0):
+            raise ValueError(f"redundant_translation_m must be >= 0 (0 = off), got {self.redundant_translation_m}")
+        if not 0 <= self.redundant_rotation_deg <= 180:
+            raise ValueError(f"redundant_rotation_deg must be in [0, 180] (0 = off), got {self.redundant_rotation_deg}")
 
 
 @dataclass
 class MapUpdate:
     """What one integration (or load) changed, for the node's topics and ``~/status``.
 
-    ``integrated``/``skipped`` are keyframe indices of the window; ``depth_sources[i]`` is "sensor" or
-    "rendered" for ``integrated[i]``. ``occupancy`` is None when there is no grid; ``occupancy_reason``
-    then says why.
+    ``integrated``/``skipped``/``redundant`` are keyframe indices of the window; ``depth_sources[i]`` is
+    "sensor" or "rendered" for ``integrated[i]``. ``redundant``: not fused because a keyframe from nearly
+    the same pose is in the map already (:class:`RobotMapConfig`). ``occupancy`` is None when there is no
+    grid; ``occupancy_reason`` then says why.
     """
 
     reports: list[IntegrationReport] = field(default_factory=list)
@@ -107,6 +122,7 @@ class MapUpdate:
     occupancy_reason: str = ""
     integrated: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    redundant: list[int] = field(default_factory=list)
     depth_sources: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     block_count: int = 0
@@ -127,6 +143,8 @@ class MapUpdate:
         )
         if self.skipped:
             text += f"; skipped {len(self.skipped)}"
+        if self.redundant:
+            text += f"; {len(self.redundant)} redundant (a fused keyframe has nearly the same pose: not fused again)"
         if self.dropped_blocks:
             text += f"; block budget reached: dropped {self.dropped_blocks} blocks farthest from the camera"
         if self.occupancy is None and self.occupancy_reason:
@@ -146,6 +164,85 @@ def _for_size(intrinsics: CameraIntrinsics, width: int, height: int) -> CameraIn
     if abs(intrinsics.width / intrinsics.height - width / height) > 0.01 * width / height:
         return None
     return intrinsics.scaled(width, height)
+
+
+_CELL_NEIGHBOURS = [(x, y, z) for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)]
+
+
+def _reach(intrinsics: CameraIntrinsics, depth_max: float) -> float:
+    """Farthest distance from the camera centre that a depth image can write: ``depth_max`` along its widest ray."""
+    x = max(intrinsics.cx, intrinsics.width - intrinsics.cx) / intrinsics.fx
+    y = max(intrinsics.cy, intrinsics.height - intrinsics.cy) / intrinsics.fy
+    return depth_max * math.sqrt(1.0 + x * x + y * y)
+
+
+class _FusedViews:
+    """The camera poses of the fused keyframes, hashed into cells, to find a new keyframe's near-twin in O(1).
+
+    Why a record of poses: a keyframe from (nearly) the pose of one already fused sees the same surface
+    again (RobotMapConfig says what that costs). Cells have the translation threshold as their edge, so a
+    view within it lies in one of the 27 cells around the query. Each view keeps how far its depth could
+    reach, so the views whose blocks the budget dropped can be forgotten (and their places fused again).
+    """
+
+    def __init__(self, max_translation: float, max_rotation_deg: float) -> None:
+        self.max_translation = max_translation
+        self.enabled = max_translation > 0 and max_rotation_deg > 0
+        # The angle between rotations R and S: trace(R^T S) = sum(R * S) = 1 + 2 cos(angle).
+        self.min_trace = 1.0 + 2.0 * math.cos(math.radians(max_rotation_deg))
+        self.clear()
+
+    def clear(self) -> None:
+        self._views: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # id -> (position, rotation, reach)
+        self._cells: dict[tuple[int, ...], set[int]] = {}
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def _cell(self, position: np.ndarray) -> tuple[int, ...]:
+        return tuple(np.floor(position / self.max_translation).astype(np.int64).tolist())
+
+    def near(self, pose: np.ndarray) -> bool:
+        """Whether a fused view is within both thresholds of this camera-to-map pose."""
+        if not self.enabled or not self._views:
+            return False
+        position, rotation = pose[:3, 3], pose[:3, :3]
+        cx, cy, cz = self._cell(position)
+        for dx, dy, dz in _CELL_NEIGHBOURS:
+            for view in self._cells.get((cx + dx, cy + dy, cz + dz), ()):
+                other_position, other_rotation, _ = self._views[view]
+                if (
+                    float(np.linalg.norm(other_position - position)) <= self.max_translation
+                    and float(np.sum(other_rotation * rotation)) >= self.min_trace
+                ):
+                    return True
+        return False
+
+    def add(self, pose: np.ndarray, reach: float) -> None:
+        if not self.enabled:
+            return
+        position = np.array(pose[:3, 3], dtype=np.float64)
+        self._views[self._next_id] = (position, np.array(pose[:3, :3], dtype=np.float64), float(reach))
+        self._cells.setdefault(self._cell(position), set()).add(self._next_id)
+        self._next_id += 1
+
+    def forget_near(self, points: np.ndarray, margin: float) -> int:
+        """Forget the views that could have written any of these points (within their reach + margin); how many."""
+        if not self._views or len(points) == 0:
+            return 0
+        ids = list(self._views)
+        positions = np.stack([self._views[i][0] for i in ids])
+        reach = np.array([self._views[i][2] for i in ids])
+        distance, _ = cKDTree(np.asarray(points, dtype=np.float64)).query(positions)
+        forgotten = [view for view, hit in zip(ids, distance <= reach + margin, strict=True) if hit]
+        for view in forgotten:
+            position = self._views.pop(view)[0]
+            cell = self._cells[self._cell(position)]
+            cell.discard(view)
+            if not cell:
+                del self._cells[self._cell(position)]
+        return len(forgotten)
 
 
 class _FreeCells:
@@ -322,6 +419,8 @@ class RobotMap:
         self._obstacles = _Obstacles(occ)
         self._obstacles_stale = False
         self._integrated: set[KeyframeKey] = set()
+        self._views = _FusedViews(self.config.redundant_translation_m, self.config.redundant_rotation_deg)
+        self._redundant_count = 0
         # Fused since the last refresh: the blocks whose chunks need meshing again, and the rays for the grid.
         self._pending_reports: list[IntegrationReport] = []
         self._pending_rays: list[Rays] = []
@@ -341,6 +440,15 @@ class RobotMap:
     def is_integrated(self, keyframe: Keyframe) -> bool:
         """Whether this keyframe (by :func:`keyframe_key`) is already in the map."""
         return keyframe_key(keyframe) in self._integrated
+
+    def is_redundant(self, pose_c2w: np.ndarray) -> bool:
+        """Whether a keyframe at this camera-to-map pose would not be fused: one near it is in the map already."""
+        return self._views.near(np.asarray(pose_c2w, dtype=np.float64))
+
+    @property
+    def redundant_count(self) -> int:
+        """Keyframes not fused because they were redundant, since the map was created, cleared or loaded."""
+        return self._redundant_count
 
     @property
     def block_count(self) -> int:
@@ -465,7 +573,11 @@ class RobotMap:
         points: np.ndarray,
         confidence: np.ndarray,
     ) -> None:
-        """One keyframe into the TSDF; its blocks and rays wait for :meth:`_refreshed`."""
+        """One keyframe into the TSDF (unless it is redundant); its blocks and rays wait for :meth:`_refreshed`."""
+        if self._views.near(pose):
+            update.redundant.append(index)
+            self._redundant_count += 1
+            return
         if colour_k is not None:
             colour_k = _for_size(colour_k, keyframe.width, keyframe.height)
         if colour_k is None:
@@ -482,6 +594,9 @@ class RobotMap:
         self._pending_reports.append(report)
         if len(report.dropped_blocks):
             update.messages.append(f"keyframe {index}: {report.message}")
+            self._forget_views_of(report.dropped_blocks)
+        if len(report.touched_blocks):
+            self._views.add(pose, _reach(depth_k, self.config.volume.depth_max) + self.config.volume.truncation)
         if len(report.touched_blocks) == 0:
             update.messages.append(
                 f"keyframe {index}: no {source} depth within {self.config.volume.depth_min:g}-"
@@ -493,6 +608,12 @@ class RobotMap:
         self._integrated.add(keyframe_key(keyframe))
         update.integrated.append(index)
         update.depth_sources.append(source)
+
+    def _forget_views_of(self, dropped_blocks: np.ndarray) -> None:
+        """Views that could have written a dropped block are no longer redundant: their places may be fused again."""
+        size = self.config.volume.block_size
+        centres = (np.asarray(dropped_blocks, dtype=np.float64) + 0.5) * size
+        self._views.forget_near(centres, margin=size * math.sqrt(3) / 2)
 
     def _refreshed(self, update: MapUpdate) -> MapUpdate:
         """Catch the chunks and the grid up with everything fused since the last refresh."""
@@ -591,6 +712,8 @@ class RobotMap:
         self.volume.clear()
         self._free.clear()
         self._integrated.clear()
+        self._views.clear()
+        self._redundant_count = 0
         self._pending_reports, self._pending_rays = [], []
         self._obstacles.clear()
         self._occupancy = None
@@ -620,6 +743,8 @@ class RobotMap:
         self.volume = loaded
         self.chunks = ChunkedMesh(self.volume, self.config.chunk_size_m, keep_points=True)
         self._integrated.clear()
+        self._views.clear()
+        self._redundant_count = 0
         self._pending_reports, self._pending_rays = [], []
         self._obstacles.clear()
         self._obstacles_stale = False
