@@ -71,6 +71,24 @@ def test_colour_waits_for_matching_depth_then_pairs():
     assert keyframe.depth is depth and keyframe.stamp_ns == 1000 * MS
 
 
+def test_a_colour_frame_before_its_own_depth_waits_for_it_instead_of_taking_the_previous_one():
+    """At a cut between views, the depth 33 ms earlier belongs to the previous view: pairing it made a
+    false surface in the map. Its own depth, arriving next, wins; without one, the nearest within
+    sync_slop is taken once sync_slop (wall time) has passed."""
+    collector = _collector(use_depth=True, sync_slop_ns=50 * MS, wait_timeout_ns=500 * MS)
+    previous, own = np.full((480, 640), 1.0, np.float32), np.full((480, 640), 3.0, np.float32)
+    collector.add_depth(0, 967 * MS, previous, now_ns=0)
+    assert collector.add_image(0, 1000 * MS, _textured(1), "cam", now_ns=1 * MS).kind == "waiting"
+    assert [o.kind for o in collector.add_depth(0, 1000 * MS, own, now_ns=10 * MS)] == ["accepted"]
+    assert collector.buffer.last.depth is own
+
+    lonely = _collector(use_depth=True, sync_slop_ns=50 * MS, wait_timeout_ns=500 * MS)
+    lonely.add_depth(0, 967 * MS, previous, now_ns=0)
+    assert lonely.add_image(0, 1000 * MS, _textured(1), "cam", now_ns=0).kind == "waiting"
+    assert [o.kind for o in lonely.poll(now_ns=60 * MS)] == ["accepted"]  # waited sync_slop: the nearest
+    assert lonely.buffer.last.depth is previous
+
+
 def test_frame_without_depth_or_pose_expires_with_a_reason():
     poses = Poses()
     collector = _collector(poses, use_depth=True, require_pose=True, wait_timeout_ns=300 * MS)

@@ -167,12 +167,22 @@ class KeyframeCollector:
         history = self._depths[camera]
         self._depths[camera] = type(history)((item for item in history if item[1] is not kept), history.maxlen)
 
-    def _matching_depth(self, camera: int, stamp_ns: int) -> np.ndarray | Callable[[], np.ndarray] | None:
+    def _matching_depth(
+        self, camera: int, stamp_ns: int, may_wait: bool = False
+    ) -> np.ndarray | Callable[[], np.ndarray] | None:
+        """The depth image nearest in stamp (within ``sync_slop``). With ``may_wait``, None while no depth
+        at or after the colour stamp has arrived and the nearest is not exact: a colour frame that comes
+        before its own depth would otherwise pair with the previous frame's depth (at a cut between views,
+        another view's depth: a false surface in the map)."""
         best: tuple[int, np.ndarray | Callable[[], np.ndarray]] | None = None
+        newest = None
         for depth_stamp, depth in self._depths[camera]:
+            newest = depth_stamp if newest is None else max(newest, depth_stamp)
             gap = abs(depth_stamp - stamp_ns)
             if gap <= self.config.sync_slop_ns and (best is None or gap < best[0]):
                 best = (gap, depth)
+        if best is not None and best[0] > 0 and may_wait and (newest is None or newest < stamp_ns):
+            return None  # its own depth may still come: wait (bounded by the caller)
         return None if best is None else best[1]
 
     def _try_complete(self, candidate: _Candidate, now_ns: int) -> Outcome:
@@ -195,7 +205,9 @@ class KeyframeCollector:
                 f"{intrinsics.width}x{intrinsics.height}",
             )
         if self.config.use_depth:
-            depth = self._matching_depth(camera, candidate.stamp_ns)
+            # Wait up to sync_slop (wall time) for a depth at or after the colour stamp before taking an older one.
+            may_wait = now_ns - candidate.received_ns < self.config.sync_slop_ns
+            depth = self._matching_depth(camera, candidate.stamp_ns, may_wait)
             while callable(depth):
                 try:
                     depth = self._decoded(camera, depth)
@@ -203,7 +215,7 @@ class KeyframeCollector:
                     # That depth image is dropped (and reported at the next poll); the frame may pair with another.
                     self._forget_depth(camera, depth)
                     self._dropped.append(Outcome("rejected", camera, candidate.stamp_ns, f"bad depth image: {error}"))
-                    depth = self._matching_depth(camera, candidate.stamp_ns)
+                    depth = self._matching_depth(camera, candidate.stamp_ns, may_wait)
             if depth is None:
                 missing.append(f"depth image within {self.config.sync_slop_ns / 1e6:.0f} ms of its stamp")
             if self.config.separate_depth_camera and self._depth_intrinsics[camera] is None:
