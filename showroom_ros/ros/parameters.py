@@ -207,6 +207,19 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         range=(100, 10000000),
     ),
     Param(
+        "map_redundant_translation",
+        0.05,
+        "A frame whose camera is within this distance (m) and map_redundant_rotation_deg of a frame already in "
+        "the map is not fused again (a static scene stays flat: docs/mapping.md); 0 = off",
+        range=(0.0, 10.0),
+    ),
+    Param(
+        "map_redundant_rotation_deg",
+        5.0,
+        "Angle (deg) for map_redundant_translation; 0 = off",
+        range=(0.0, 180.0),
+    ),
+    Param(
         "map_publish_rate_hz",
         2.0,
         "Most map updates per second (~/map_mesh changed chunks, ~/occupancy, ~/map), sent only when the map changed",

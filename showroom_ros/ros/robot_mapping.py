@@ -48,6 +48,7 @@ class MapState:
     integrated: int  # keyframes in the map
     waiting: int  # keyframes queued for keyframe-rate integration
     dropped: int  # keyframes dropped from that queue
+    redundant: int  # frames not fused again: their view is in the map already
 
 
 class RobotMapping:
@@ -131,8 +132,11 @@ class RobotMapping:
 
     def snapshot(self) -> MapState:
         with self._lock:
-            integrated = self.robot_map.keyframe_count if self.robot_map is not None else 0
-            return MapState(self._note, self._summary, self.stamp_ns, integrated, len(self._keyframes), self._dropped)
+            robot_map = self.robot_map
+            integrated = robot_map.keyframe_count if robot_map is not None else 0
+            redundant = robot_map.redundant_count if robot_map is not None else 0
+            waiting = len(self._keyframes)
+            return MapState(self._note, self._summary, self.stamp_ns, integrated, waiting, self._dropped, redundant)
 
     def idle(self) -> bool:
         """Nothing queued or running (for tests and deactivation)."""

@@ -94,6 +94,8 @@ def robot_map_config(p: dict[str, Any]) -> RobotMapConfig:
             block_budget=p["map_block_budget"],
         ),
         chunk_size_m=p["map_chunk_size"],
+        redundant_translation_m=p["map_redundant_translation"],
+        redundant_rotation_deg=p["map_redundant_rotation_deg"],
         occupancy=OccupancyConfig(
             resolution=p["occupancy_resolution"],
             floor_z=p["floor_z"],
