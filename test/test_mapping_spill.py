@@ -414,6 +414,8 @@ def test_a_store_folder_read_only_or_full_gives_a_clear_error_and_a_whole_map(at
         expected["limit"] = "spill_max_bytes"
         assert expected[attack] in message and str(folder) in message, message
         assert isinstance(error, BlockStoreFull) == (attack == "limit")
+        assert "the frame was not integrated" in message
+        assert not list(folder.rglob("*.tmp")), "a failed write left a partial page behind"
         # The map is whole: every block integrated before the failing frame is in memory or on disk, unchanged,
         # and nothing of the failing frame went in.
         before = TsdfVolume(BASE)
