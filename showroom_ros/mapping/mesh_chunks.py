@@ -158,6 +158,15 @@ class ChunkedMesh:
         """Ids of the chunks that currently have triangles (as last reported)."""
         return {cid for cid, chunk in self._chunks.items() if len(chunk.mesh.triangles)}
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the cache holds: every chunk's mesh and kept surface points (with their blocks); it grows with
+        the mapped area, blocks on disk included, since their chunks stay published."""
+        return sum(
+            c.mesh.nbytes + c.triangle_block.nbytes + c.points.nbytes + c.point_colors.nbytes + c.point_block.nbytes
+            for c in self._chunks.values()
+        )
+
     def chunk(self, cid: int) -> ChunkMesh | None:
         """The current mesh of one chunk (None when it has no triangles)."""
         state = self._chunks.get(cid)
