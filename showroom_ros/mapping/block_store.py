@@ -78,6 +78,17 @@ def page_keys(blocks: np.ndarray, page_blocks: int) -> np.ndarray:
     return np.floor_divide(np.asarray(blocks, dtype=np.int64).reshape(-1, 3), page_blocks)
 
 
+def group_pages(blocks: np.ndarray, page_blocks: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct pages of block coordinates ((P, 3) int64, in a fixed order) and each page's block indices."""
+    pages = page_keys(blocks, page_blocks)
+    if len(pages) == 0:
+        return pages, []
+    packed = _pack(pages)
+    order = np.argsort(packed, kind="stable")
+    starts = np.flatnonzero(np.r_[True, packed[order][1:] != packed[order][:-1]])
+    return pages[order[starts]], np.split(order, starts[1:])
+
+
 class BlockStore:
     """Pages of blocks (int32 keys and named float arrays) in files under ``parent``, at most ``max_bytes`` of them."""
 
@@ -133,8 +144,8 @@ class BlockStore:
         """The stored pages that hold some of ``blocks``'s coordinates' pages (each once)."""
         if not self._pages or len(blocks) == 0:
             return []
-        unique = np.unique(page_keys(blocks, self.page_blocks), axis=0)
-        return [page for page in map(tuple, unique.tolist()) if page in self._pages]
+        pages, _ = group_pages(blocks, self.page_blocks)
+        return [page for page in map(tuple, pages.tolist()) if page in self._pages]
 
     # --- writing ------------------------------------------------------------------------------------
     def put(self, page: PageKey, keys: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:

@@ -37,6 +37,7 @@ from showroom_ros.mapping.block_store import (
     BlockStore,
     BlockStoreError,
     blocks_isin,
+    group_pages,
     open_npz_writer,
     page_keys,
     write_npy_entry,
@@ -46,6 +47,7 @@ from showroom_ros.reconstruction.render import render_points
 VOXEL_ATTRIBUTES = ("tsdf", "weight", "color")  # per voxel: 1, 1 and 3 float32
 _FORMAT_VERSION = 2  # 1: one set of arrays; 2: the map in parts of whole pages (written without holding it all)
 _PART_BLOCKS = 4096  # blocks per part of a saved map: 40 MB of voxels at a time
+_SPILL_SLACK = 0.05  # of the budget: spilled beyond need, so that spilling is not a cost of every frame
 # Where and how this machine keeps the map, not what the map is: not saved, and a loaded map takes the loader's.
 _LOCAL_FIELDS = ("device", "spill_dir", "spill_max_bytes")
 
@@ -358,8 +360,9 @@ class TsdfVolume:
         if excess > 0:
             if store is None:
                 report.dropped_blocks = self._erase_farthest(frame, camera_position, excess)
-            else:
-                report.spilled_blocks = self._spill_farthest(frame, camera_position, excess)
+            else:  # a little more than needed, so that the next frames need not spill again at once
+                slack = int(self.config.block_budget * _SPILL_SLACK)
+                report.spilled_blocks = self._spill_farthest(frame, camera_position, excess + slack)
         back = [self._take_back(page) for page in returning]
         if back:
             report.reloaded_blocks = np.concatenate(back)
@@ -384,26 +387,23 @@ class TsdfVolume:
         """
         assert self._store is not None
         page_size = self.config.spill_page_blocks
-        rows = self._grid.hashmap().active_buf_indices()
-        keys = self._grid.hashmap().key_tensor()[rows].cpu().numpy().astype(np.int32)
-        pages = page_keys(keys, page_size)
-        frame_pages = np.unique(page_keys(frame, page_size), axis=0)
-        movable = ~blocks_isin(pages, frame_pages)
-        if not movable.any():
+        rows = self._grid.hashmap().active_buf_indices().cpu().numpy()
+        keys = self._grid.hashmap().key_tensor().cpu().numpy()[rows].astype(np.int32)
+        frame_pages, _ = group_pages(frame, page_size)
+        movable = ~blocks_isin(page_keys(keys, page_size), frame_pages)
+        rows, keys = rows[movable], keys[movable]
+        pages, members = group_pages(keys, page_size)
+        if not members:
             return _no_blocks()
-        ids, inverse, counts = np.unique(pages[movable], axis=0, return_inverse=True, return_counts=True)
-        centre = (ids.astype(np.float64) + 0.5) * page_size * self.config.block_size
+        centre = (pages.astype(np.float64) + 0.5) * page_size * self.config.block_size
         order = np.argsort(-np.linalg.norm(centre - camera_position, axis=1), kind="stable")
-        chosen = order[: int(np.searchsorted(np.cumsum(counts[order]), excess)) + 1]
-        movable_rows = rows.cpu().numpy()[movable]
-        movable_keys = keys[movable]
+        counts = np.array([len(members[i]) for i in order])
         spilled = []
-        for index in chosen.tolist():
-            member = inverse.reshape(-1) == index
-            page_keys_ = movable_keys[member]
-            self._store.put(tuple(ids[index].tolist()), page_keys_, self._values(movable_rows[member]))
-            self._grid.hashmap().erase(self._tensor(page_keys_))
-            spilled.append(page_keys_)
+        for index in order[: int(np.searchsorted(np.cumsum(counts), excess)) + 1].tolist():
+            page_blocks = keys[members[index]]
+            self._store.put(tuple(pages[index].tolist()), page_blocks, self._values(rows[members[index]]))
+            self._grid.hashmap().erase(self._tensor(page_blocks))
+            spilled.append(page_blocks)
         return np.concatenate(spilled) if spilled else _no_blocks()
 
     def _allocate(self, coords: o3c.Tensor) -> None:
@@ -463,18 +463,15 @@ class TsdfVolume:
         """
         hashmap = self._grid.hashmap()
         rows = hashmap.active_buf_indices().cpu().numpy()
-        if len(rows):
-            keys = hashmap.key_tensor().cpu().numpy()[rows].astype(np.int32)
-            pages = page_keys(keys, self.config.spill_page_blocks)
-            order = np.lexsort(pages.T[::-1])
-            _, starts = np.unique(pages[order], axis=0, return_index=True)
-            bounds = [*starts.tolist(), len(order)]
-            first = 0
-            for at in range(1, len(bounds)):  # cut between pages once a part is full
-                if bounds[at] - bounds[first] >= max_blocks or at == len(bounds) - 1:
-                    part = order[bounds[first] : bounds[at]]
-                    yield keys[part], self._values(rows[part])
-                    first = at
+        keys = hashmap.key_tensor().cpu().numpy()[rows].astype(np.int32)
+        part: list[np.ndarray] = []
+        for members in group_pages(keys, self.config.spill_page_blocks)[1]:
+            part.append(members)
+            if sum(len(m) for m in part) >= max_blocks:  # cut between pages once a part is full
+                yield keys[np.concatenate(part)], self._values(rows[np.concatenate(part)])
+                part = []
+        if part:
+            yield keys[np.concatenate(part)], self._values(rows[np.concatenate(part)])
         if self._store is not None:
             for _, keys, arrays in self._store.iter_pages():
                 yield keys, arrays
@@ -575,16 +572,13 @@ class TsdfVolume:
         if self._store is None:
             self._insert(keys, arrays)
             return
-        pages = page_keys(keys, self.config.spill_page_blocks)
-        ids, inverse = np.unique(pages, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        resident_pages = np.unique(page_keys(self.block_coords(), self.config.spill_page_blocks), axis=0)
-        for index, page in enumerate(map(tuple, ids.tolist())):
-            member = inverse == index
+        pages, groups = group_pages(keys, self.config.spill_page_blocks)
+        resident_pages, _ = group_pages(self.block_coords(), self.config.spill_page_blocks)
+        in_memory = blocks_isin(pages, resident_pages)
+        for index, (page, member) in enumerate(zip(map(tuple, pages.tolist()), groups, strict=True)):
             part = {name: array[member] for name, array in arrays.items()}
-            in_memory = bool(blocks_isin(ids[index : index + 1], resident_pages)[0])
-            fits = self.resident_block_count + int(member.sum()) <= self.config.block_budget
-            if in_memory or (page not in self._store and fits):
+            fits = self.resident_block_count + len(member) <= self.config.block_budget
+            if in_memory[index] or (page not in self._store and fits):
                 self._insert(keys[member], part)
             else:
                 self._store.put(page, keys[member], part)
