@@ -12,14 +12,24 @@ Measures, on the CPU:
               the ground-truth depth points (median, p90) and completion (GT points within 5 cm of the mesh);
               occupancy vs the GT points in the band (occupied cells within 10 cm of a GT surface, free cells
               with no GT surface in them)
+  first       the first integration after start (a 5-keyframe window) and after loading a 16k-block map:
+              does it pay Open3D's hash-map growth? (capacity before and after each)
+  beyond      a long synthetic corridor walked out and back with a block budget and a spill folder: RSS vs
+              blocks mapped, for the TSDF alone and for the whole RobotMap, against the same walk without
+              a budget (each run in its own process, RSS after malloc_trim as the node does after a job)
 
-Run from the repository root:  python benchmarks/bench_mapping.py
+Run from the repository root:  python benchmarks/bench_mapping.py [first|beyond ...]  (no argument: all)
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -283,14 +293,180 @@ def bench_accuracy(name: str, frames: list, floor_axis_from_first: bool) -> None
     )
 
 
+def floor_poses(count: int, seed: int = 1) -> list[np.ndarray]:
+    """The lawnmower walk over the 10 m x 20 m floor of bench_chunks_and_memory."""
+    rng = np.random.default_rng(seed)
+    path = [(x, y) for y in np.arange(1.0, 19.5, 1.5) for x in np.arange(1.0, 9.5, 2.0)][:count]
+    return [
+        look_at(np.array([x, y, 1.3]), np.array([x + rng.uniform(-1.5, 1.5), y + rng.uniform(0.5, 1.5), 0.0]))
+        for x, y in path
+    ]
+
+
+def bench_first_integration() -> None:
+    """The first integration after start and after a load: before, it paid Open3D's hash-map growth.
+
+    Uses only what the volume API had before the reserve (so the same function measures the old code),
+    plus ``reserve_ahead`` where it exists.
+    """
+    k = CameraIntrinsics(fx=525.0, fy=525.0, cx=320.0, cy=240.0, width=640, height=480)
+    lo, hi = np.array([0.0, 0.0, 0.0]), np.array([10.0, 20.0, 2.4])
+    config = VolumeConfig(voxel_size=0.02, depth_max=4.0, block_budget=60_000)  # the node's defaults
+
+    def window(volume: TsdfVolume, poses: list[np.ndarray]) -> tuple[float, int, int]:
+        capacity = volume.grid.hashmap().capacity()
+        start = time.perf_counter()
+        for pose in poses:
+            volume.integrate(box_depth(pose, k, lo, hi), k, pose)
+        return time.perf_counter() - start, capacity, volume.grid.hashmap().capacity()
+
+    # After start: a wide first window (5 keyframes turning round in the middle of the open floor).
+    centre = np.array([5.0, 10.0, 1.3])
+    turn = [2 * np.pi * i / 5 for i in range(5)]
+    wide = [look_at(centre, centre + np.array([3 * np.cos(a), 3 * np.sin(a), -1.1])) for a in turn]
+    start = time.perf_counter()
+    fresh = TsdfVolume(config)
+    made = time.perf_counter() - start
+    seconds, before, after = window(fresh, wide)
+    print(
+        f"first: a new map (made in {made * 1e3:.0f} ms, capacity {before}): the first 5-keyframe window, "
+        f"{fresh.block_count} blocks, took {seconds * 1e3:.0f} ms; capacity {before} -> {after}"
+    )
+    seconds, before, after = window(fresh, floor_poses(5, seed=3))
+    print(f"first: the second window {seconds * 1e3:.0f} ms (capacity {before} -> {after})")
+    # After a load: a map of ~16k blocks saved and loaded, then one window.
+    built = TsdfVolume(config)
+    for pose in floor_poses(65):
+        built.integrate(box_depth(pose, k, lo, hi), k, pose)
+    with tempfile.TemporaryDirectory() as folder:
+        built.save(Path(folder) / "floor.npz")
+        start = time.perf_counter()
+        loaded = TsdfVolume.load(Path(folder) / "floor.npz")
+        load_seconds = time.perf_counter() - start
+    revisit = [look_at(np.array([5.0 + d, 10.0 + d, 1.3]), np.array([6.0 + d, 11.0 + d, 0.0])) for d in (0, 0.3, 0.6)]
+    seconds, before, after = window(loaded, revisit)
+    print(
+        f"first: after loading a map of {loaded.block_count} blocks ({load_seconds:.1f} s, capacity {before}), "
+        f"the first 3-keyframe window took {seconds * 1e3:.0f} ms; capacity {before} -> {after}"
+    )
+    # Growing ahead, while nothing waits on the map (the node: after publishing), against growing inside.
+    for ahead in (False, True) if hasattr(loaded, "reserve_ahead") else (False,):
+        grown = TsdfVolume(config)
+        inside, outside, windows = [], [], floor_poses(65)
+        for first in range(0, len(windows), 5):
+            start = time.perf_counter()
+            if ahead and grown.reserve_ahead():
+                outside.append(time.perf_counter() - start)
+            seconds, before, after = window(grown, windows[first : first + 5])
+            inside.append((seconds, after != before))
+        print(
+            f"first: 65 keyframes in windows of 5, {'with' if ahead else 'without'} reserve_ahead() between windows "
+            f"({grown.block_count} blocks at the end): {len(outside)} growths outside integration "
+            f"({', '.join(f'{a * 1e3:.0f}' for a in outside) or '-'} ms), {sum(g for _, g in inside)} inside; "
+            f"slowest window {max(t for t, _ in inside) * 1e3:.0f} ms, all windows {sum(t for t, _ in inside):.1f} s"
+        )
+
+
+def _rss_mib() -> float:
+    """Resident memory after handing freed heap back (glibc malloc_trim, as the node does after each job)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+CORRIDOR_LENGTH = 60.0
+CORRIDOR_BUDGET = 6000  # blocks: about 60 MB of voxels
+
+
+def corridor_run(what: str, budget: int | None) -> None:
+    """One corridor walk in this process (``what``: volume | robot-map); prints RSS vs blocks mapped."""
+    k = CameraIntrinsics(fx=262.5, fy=262.5, cx=160.0, cy=120.0, width=320, height=240)
+    lo, hi = np.array([0.0, 0.0, 0.0]), np.array([CORRIDOR_LENGTH, 2.0, 2.4])
+    xs = np.arange(0.5, CORRIDOR_LENGTH - 0.5, 0.25)
+    out = [look_at(np.array([x, 1.0, 1.3]), np.array([x + 2.5, 1.0 + 0.6 * np.sin(x), 0.8])) for x in xs]
+    back = [look_at(np.array([x, 1.0, 1.3]), np.array([x - 2.5, 1.0 + 0.6 * np.cos(x), 0.8])) for x in xs[::-1]]
+    image = np.full((k.height, k.width, 3), 128, np.uint8)
+    with tempfile.TemporaryDirectory() as folder:
+        volume_config = VolumeConfig(voxel_size=0.02, depth_max=4.0, block_budget=budget or 10**7)
+        if budget is not None:
+            volume_config = replace(volume_config, spill_dir=folder)
+        baseline = _rss_mib()  # the start: before the map (its hash map's capacity, zero-filled by Open3D, counts)
+        robot_map = RobotMap(RobotMapConfig(volume=volume_config)) if what == "robot-map" else None
+        volume = robot_map.volume if robot_map is not None else TsdfVolume(volume_config)
+        rows, times = [], []
+        poses = out + back
+        for first in range(0, len(poses), 3):
+            window = poses[first : first + 3]
+            depths = [box_depth(p, k, lo, hi) for p in window]
+            start = time.perf_counter()
+            if robot_map is None:
+                for pose, depth in zip(window, depths, strict=True):
+                    volume.integrate(depth, k, pose)
+            else:
+                frames = [
+                    Keyframe(image=image, stamp_ns=first + i, intrinsics=k, depth=d, pose=p)
+                    for i, (p, d) in enumerate(zip(window, depths, strict=True))
+                ]
+                empty = np.zeros((0, 3))
+                recon = Reconstruction(empty, empty.astype(np.uint8), np.zeros(0), np.stack(window), [k] * len(window))
+                robot_map.integrate(recon, frames)
+            times.append(time.perf_counter() - start)
+            if hasattr(volume, "reserve_ahead"):
+                volume.reserve_ahead()  # the node does it after publishing
+            if (first // 3) % 20 == 0 or first + 3 >= len(poses):
+                leg = "out" if first < len(out) else "back"
+                cache = getattr(robot_map.chunks, "nbytes", 0) / 2**20 if robot_map is not None else 0.0
+                rows.append((leg, volume.block_count, volume.memory_bytes() / 2**20, cache, _rss_mib() - baseline))
+        label = f"{what}, budget {budget} blocks + spill" if budget else f"{what}, no budget"
+        stored = getattr(volume, "stored_bytes", 0) / 2**20
+        print(
+            f"beyond: {label}: {len(poses)} keyframes ({CORRIDOR_LENGTH:.0f} m corridor out and back), per window of 3 "
+            f"median {np.median(times) * 1e3:.0f} ms, p90 {np.percentile(times, 90) * 1e3:.0f} ms, "
+            f"max {max(times) * 1e3:.0f} ms; on disk at the end {stored:.1f} MiB"
+        )
+        print("beyond:   leg  | blocks mapped | voxels in memory MiB | chunk cache MiB | RSS above the start MiB")
+        for leg, blocks, voxels, cache, rss in rows:
+            print(f"beyond:   {leg:4s} | {blocks:13d} | {voxels:20.0f} | {cache:15.0f} | {rss:8.0f}")
+
+
+def bench_beyond_budget() -> None:
+    """Each corridor run in a process of its own, so that one run's freed memory does not hide another's."""
+    for what in ("volume", "robot-map"):
+        for budget in (None, CORRIDOR_BUDGET):
+            arguments = [sys.executable, "-P", __file__, "corridor", what, str(budget or 0)]
+            result = subprocess.run(arguments, capture_output=True, text=True, check=False)
+            print(result.stdout, end="")
+            if result.returncode:
+                print(f"beyond: {what} run failed: {result.stderr[-2000:]}")
+
+
 def main() -> None:
-    print(f"CPU Open3D; load average at the start {Path('/proc/loadavg').read_text()}")
-    bench_integrate()
-    bench_occupancy()
-    bench_chunks_and_memory()
-    bench_robot_map()
-    bench_accuracy("7scenes_redkitchen", kitchen_frames(), True)
-    bench_accuracy("slambook2_diningroom", dining_frames(), True)
+    print(f"CPU Open3D; load average at the start {Path('/proc/loadavg').read_text()}", end="")
+    chosen = sys.argv[1:]
+    if chosen[:1] == ["corridor"]:
+        corridor_run(chosen[1], int(chosen[2]) or None)
+        return
+    benches = {
+        "integrate": bench_integrate,
+        "occupancy": bench_occupancy,
+        "chunks": bench_chunks_and_memory,
+        "robot-map": bench_robot_map,
+        "accuracy": lambda: (
+            bench_accuracy("7scenes_redkitchen", kitchen_frames(), True),
+            bench_accuracy("slambook2_diningroom", dining_frames(), True),
+        ),
+        "first": bench_first_integration,
+        "beyond": bench_beyond_budget,
+    }
+    unknown = set(chosen) - set(benches)
+    if unknown:
+        raise SystemExit(f"unknown benchmarks {sorted(unknown)}; choose from {sorted(benches)}")
+    for name in chosen or benches:
+        benches[name]()
+    print(f"load average at the end {Path('/proc/loadavg').read_text()}", end="")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 ``save_map`` writes what a robot needs to keep or hand on: the mesh and the surface cloud (PLY), the
 occupancy grid as nav2_map_server files (PGM + YAML), the TSDF volume (``.npz``) that ``load_map``
 continues mapping from, and a small ``<name>_map.yaml`` (frame, occupancy band); each file is written
-atomically (temporary name, then rename). The volume holds no rays, so ``load_map`` seeds the
-remembered free space from the saved occupancy grid.
+atomically (temporary name, then rename). They hold the whole map: a map beyond its block budget keeps
+blocks on disk (``VolumeConfig.spill_dir``), and those are written too, part by part, never all in memory.
+The volume holds no rays, so ``load_map`` seeds the remembered free space from the saved occupancy grid.
 
 ``ContinuousMapper`` is the offline counterpart of the node's continuous mode: keyframes arrive one at
 a time; every ``window`` of them is reconstructed with the pipeline and integrated, and the next window
@@ -61,7 +62,9 @@ def read_settings(path: str | os.PathLike[str], base: RobotMapConfig | None = No
 
 
 def save_map(robot_map: RobotMap, directory: str | os.PathLike[str], name: str) -> dict[str, Path]:
-    """Write the map's mesh, cloud, occupancy grid (when there is one) and volume; returns kind -> path.
+    """Write the whole map's mesh, cloud, occupancy grid (when there is one) and volume; returns kind -> path.
+
+    Whole: blocks beyond the budget, waiting on disk, are in the volume, the mesh, the cloud and the grid.
 
     The files are :func:`~showroom_ros.io.file_names.map_files` (a ``name`` that breaks the name rule
     raises :class:`~showroom_ros.io.file_names.InvalidName`, a ValueError, before anything is written).
@@ -126,9 +129,11 @@ def find_volume(path: str | os.PathLike[str]) -> Path:
 def load_map(path: str | os.PathLike[str], config: RobotMapConfig | None = None) -> tuple[RobotMap, MapUpdate]:
     """A map continued from saved files (a folder with one saved map, or its ``_volume.npz``).
 
-    The saved volume's VolumeConfig replaces ``config.volume``; without ``config`` the saved
-    ``<name>_map.yaml`` gives the frame and occupancy band. The saved ``<name>_occupancy.yaml``, when
-    present, restores the remembered free space. The update sends every chunk.
+    The saved volume's VolumeConfig replaces ``config.volume``, except what belongs to this machine
+    (device, ``spill_dir``, ``spill_max_bytes``): within the budget the blocks are loaded into memory,
+    and with a spill folder the rest go to disk. Without ``config`` the saved ``<name>_map.yaml`` gives
+    the frame and occupancy band (and there is no spill folder: every block is loaded). The saved
+    ``<name>_occupancy.yaml``, when present, restores the remembered free space. The update sends every chunk.
     """
     volume = find_volume(path)
     saved_files = map_files_beside(volume) or {}  # a volume file named otherwise has no saved companions

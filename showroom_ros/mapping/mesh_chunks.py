@@ -23,7 +23,7 @@ import numpy as np
 import open3d as o3d
 import open3d.core as o3c
 
-from showroom_ros.mapping.volume import IntegrationReport, TsdfVolume
+from showroom_ros.mapping.volume import VOXEL_ATTRIBUTES, IntegrationReport, TsdfVolume
 
 _ID_BITS = 10
 _ID_OFFSET = 1 << (_ID_BITS - 1)  # chunk coordinates in [-512, 511]: +-512 m at 1 m chunks
@@ -37,6 +37,7 @@ def _cube(radius: int) -> np.ndarray:
 
 _NEIGHBOURS = _cube(1)
 _NEIGHBOURS_2 = _cube(2)
+_FULL_PART_CHUNKS = 2  # a full rebuild with blocks on disk goes by cubes of this many chunks a side
 
 
 @dataclass
@@ -157,6 +158,15 @@ class ChunkedMesh:
         """Ids of the chunks that currently have triangles (as last reported)."""
         return {cid for cid, chunk in self._chunks.items() if len(chunk.mesh.triangles)}
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes the cache holds: every chunk's mesh and kept surface points (with their blocks); it grows with
+        the mapped area, blocks on disk included, since their chunks stay published."""
+        return sum(
+            c.mesh.nbytes + c.triangle_block.nbytes + c.points.nbytes + c.point_colors.nbytes + c.point_block.nbytes
+            for c in self._chunks.values()
+        )
+
     def chunk(self, cid: int) -> ChunkMesh | None:
         """The current mesh of one chunk (None when it has no triangles)."""
         state = self._chunks.get(cid)
@@ -204,7 +214,29 @@ class ChunkedMesh:
         changed_blocks = np.concatenate([report.touched_blocks, report.dropped_blocks]).astype(np.int64)
         if len(changed_blocks) == 0:
             return ChunkUpdate()
-        changed_blocks = np.unique(changed_blocks, axis=0)
+        update = ChunkUpdate()
+        before = self.published
+        self._resplice(np.unique(changed_blocks, axis=0), update)
+        update.removed = sorted(before - self.published)
+        return update
+
+    def mesh(self) -> o3d.geometry.TriangleMesh:
+        """Every chunk's triangles as one legacy Open3D mesh (vertex colours 0..1; vertices on chunk faces once)."""
+        meshes = [self._chunks[cid].mesh for cid in sorted(self.published)]
+        result = o3d.geometry.TriangleMesh()
+        if not meshes:
+            return result
+        offsets = np.cumsum([0] + [len(m.vertices) for m in meshes])[:-1]
+        result.vertices = o3d.utility.Vector3dVector(np.concatenate([m.vertices for m in meshes]).astype(np.float64))
+        result.triangles = o3d.utility.Vector3iVector(
+            np.concatenate([m.triangles + offset for m, offset in zip(meshes, offsets, strict=True)]).astype(np.int32)
+        )
+        result.vertex_colors = o3d.utility.Vector3dVector(np.concatenate([m.colors for m in meshes]) / 255.0)
+        return result.remove_duplicated_vertices()
+
+    # --- internals ------------------------------------------------------------------------------------
+    def _resplice(self, changed_blocks: np.ndarray, update: ChunkUpdate) -> None:
+        """Re-extract the elements near ``changed_blocks`` (unique block coords) and splice them into the chunks."""
         # Element blocks whose elements may have changed: within one block of a changed block.
         region = _BlockSet((changed_blocks[:, None, :] + _NEIGHBOURS[None]).reshape(-1, 3))
         # Every cell that can make an element in the region has its corners within two blocks of a changed one.
@@ -219,23 +251,29 @@ class ChunkedMesh:
         new_tris = _group(elements.triangle_chunk[keep], np.flatnonzero(keep))
         new_points = _group(elements.point_chunk[keep_points], np.flatnonzero(keep_points))
         candidates |= set(new_tris) | set(new_points)
-        update = ChunkUpdate()
-        before = self.published
         for cid in sorted(candidates):
             self._splice(cid, region, elements, new_tris.get(cid), new_points.get(cid), update)
-        after = self.published
-        update.removed = sorted(before - after)
-        return update
 
-    # --- internals ------------------------------------------------------------------------------------
     def _full(self) -> ChunkUpdate:
-        """Extract the whole grid and replace every chunk."""
+        """Extract the whole map and replace every chunk.
+
+        With blocks on disk (beyond the budget), part by part: each cube of ``_FULL_PART_CHUNKS`` chunks
+        is re-spliced from a grid of its blocks and their neighbours, read from memory or disk, so the
+        whole map is never in memory at once; the result equals one extraction of the whole map.
+        """
         before = self.published
         old_points = {cid: c.points for cid, c in self._chunks.items() if len(c.points)}
         self._chunks.clear()
         self._cloud = None
         self._synced = True
-        if self.volume.block_count:
+        if self.volume.stored_block_count:
+            blocks = np.concatenate([self.volume.block_coords(), self.volume.stored_block_coords()]).astype(np.int64)
+            parts = np.floor_divide(blocks, self.chunk_blocks * _FULL_PART_CHUNKS)
+            order = np.lexsort(parts.T[::-1])
+            _, starts = np.unique(parts[order], axis=0, return_index=True)
+            for part in np.split(order, starts[1:]):
+                self._resplice(blocks[part], ChunkUpdate())
+        elif self.volume.block_count:
             elements = self._extract(self.volume.grid)
             tris = _group(elements.triangle_chunk, np.arange(len(elements.triangles)))
             points = _group(elements.point_chunk, np.arange(len(elements.points)))
@@ -317,32 +355,29 @@ class ChunkedMesh:
             update.changed.append(state.mesh)
 
     def _sub_grid(self, keys: np.ndarray) -> o3d.t.geometry.VoxelBlockGrid:
-        """A temporary grid holding copies of those of ``keys`` that the map has."""
+        """A temporary grid holding copies of those of ``keys`` that the map has, in memory or on disk."""
         volume = self.volume
-        cfg = volume.config
         source = volume.grid.hashmap()
         key_tensor = o3c.Tensor(np.ascontiguousarray(keys, dtype=np.int32)).to(volume.device)
         indices, found = source.find(key_tensor)
         indices = indices[found].to(o3c.int64)
         count = int(indices.shape[0])
-        part = o3d.t.geometry.VoxelBlockGrid(
-            ("tsdf", "weight", "color"),
-            (o3c.float32, o3c.float32, o3c.float32),
-            ((1), (1), (3)),
-            cfg.voxel_size,
-            cfg.block_resolution,
-            max(count, 16),
-            volume.device,
-        )
-        if count == 0:
-            return part
-        if volume.device.get_type() == o3c.Device.DeviceType.CPU:
-            # numpy fancy indexing of the zero-copy views is several times faster than Open3D's tensor indexing.
-            rows = indices.numpy()
-            values = [o3c.Tensor(value.numpy()[rows]) for value in source.value_tensors()]
-        else:
-            values = [value[indices] for value in source.value_tensors()]
-        part.hashmap().insert(key_tensor[found], values)
+        stored = volume.stored_blocks(keys)
+        part = volume.empty_grid(count + (len(stored[0]) if stored is not None else 0))
+        if count:
+            if volume.device.get_type() == o3c.Device.DeviceType.CPU:
+                # numpy fancy indexing of the zero-copy views is several times faster than Open3D's tensor indexing.
+                rows = indices.numpy()
+                values = [o3c.Tensor(value.numpy()[rows]) for value in source.value_tensors()]
+            else:
+                values = [value[indices] for value in source.value_tensors()]
+            part.hashmap().insert(key_tensor[found], values)
+        if stored is not None:
+            stored_keys, arrays = stored
+            part.hashmap().insert(
+                o3c.Tensor(stored_keys).to(volume.device),
+                [o3c.Tensor(np.ascontiguousarray(arrays[name])).to(volume.device) for name in VOXEL_ATTRIBUTES],
+            )
         return part
 
     def _extract(self, grid: o3d.t.geometry.VoxelBlockGrid) -> _Elements:

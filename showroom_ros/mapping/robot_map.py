@@ -127,6 +127,8 @@ class MapUpdate:
     messages: list[str] = field(default_factory=list)
     block_count: int = 0
     memory_bytes: int = 0
+    stored_blocks: int = 0  # of block_count, those on disk beyond the budget
+    stored_bytes: int = 0
 
     @property
     def dropped_blocks(self) -> int:
@@ -134,11 +136,17 @@ class MapUpdate:
         return sum(len(r.dropped_blocks) for r in self.reports)
 
     @property
+    def spilled_blocks(self) -> int:
+        """Blocks the block budget moved to disk during this update (still in the map, its chunks and grid)."""
+        return sum(len(r.spilled_blocks) for r in self.reports)
+
+    @property
     def summary(self) -> str:
         """One line for the log/status."""
+        on_disk = f"; {self.stored_blocks} on disk, {self.stored_bytes / 2**20:.1f} MiB" if self.stored_blocks else ""
         text = (
             f"integrated {len(self.integrated)} keyframes ({', '.join(self.depth_sources) or 'none'}); "
-            f"map {self.block_count} blocks ({self.memory_bytes / 2**20:.1f} MiB); "
+            f"map {self.block_count} blocks ({self.memory_bytes / 2**20:.1f} MiB in memory{on_disk}); "
             f"{len(self.chunks.changed)} chunks changed, {len(self.chunks.removed)} removed"
         )
         if self.skipped:
@@ -147,6 +155,8 @@ class MapUpdate:
             text += f"; {len(self.redundant)} redundant (a fused keyframe has nearly the same pose: not fused again)"
         if self.dropped_blocks:
             text += f"; block budget reached: dropped {self.dropped_blocks} blocks farthest from the camera"
+        if self.spilled_blocks:
+            text += f"; block budget reached: {self.spilled_blocks} blocks farthest from the camera went to disk"
         if self.occupancy is None and self.occupancy_reason:
             text += f"; no occupancy grid: {self.occupancy_reason}"
         return text
@@ -472,8 +482,24 @@ class RobotMap:
         return self._occupancy
 
     def mesh(self) -> o3d.geometry.TriangleMesh:
-        """Marching cubes of the whole map (for saving; the topics use the chunks)."""
-        return self.volume.extract_mesh()
+        """Marching cubes of the whole map, blocks on disk included (for saving; the topics use the chunks).
+
+        With blocks on disk it is meshed part by part (a full :class:`ChunkedMesh` rebuild), never all in memory.
+        """
+        if self.volume.stored_block_count == 0:
+            return self.volume.extract_mesh()
+        whole = ChunkedMesh(self.volume, self.config.chunk_size_m)
+        whole.update(None)
+        return whole.mesh()
+
+    def reserve_ahead(self) -> bool:
+        """Grow the TSDF's hash map now, while nothing waits on the map, if it is nearly full
+        (:meth:`TsdfVolume.reserve_ahead`): the node calls it after publishing."""
+        return self.volume.reserve_ahead()
+
+    def close(self) -> None:
+        """Delete the map's blocks on disk (also done when the map is garbage collected)."""
+        self.volume.close()
 
     # --- integration ----------------------------------------------------------------------------
     def check(self, reconstruction: Reconstruction) -> None:
@@ -655,6 +681,8 @@ class RobotMap:
         update.occupancy_reason = self._occupancy_reason
         update.block_count = self.volume.block_count
         update.memory_bytes = self.volume.memory_bytes()
+        update.stored_blocks = self.volume.stored_block_count
+        update.stored_bytes = self.volume.stored_bytes
         return update
 
     # --- occupancy ------------------------------------------------------------------------------
@@ -700,7 +728,12 @@ class RobotMap:
     def occupancy_from_scratch(self) -> OccupancyGrid | None:
         """The grid recomputed from the whole surface and the free-space memory (what the incremental one equals)."""
         cfg = self.config.occupancy
-        points, _ = self.volume.extract_point_cloud()
+        if self.volume.stored_block_count == 0:
+            points, _ = self.volume.extract_point_cloud()
+        else:  # the blocks on disk too, extracted part by part
+            whole = ChunkedMesh(self.volume, self.config.chunk_size_m, keep_points=True)
+            whole.update(None)
+            points, _ = whole.points()
         reference = _Obstacles(cfg)
         reference.change(0, np.zeros((0, 3)), points)
         occupied, offset = reference.occupied()
@@ -733,13 +766,15 @@ class RobotMap:
     def load_volume(self, path: str | os.PathLike[str], occupancy: OccupancyGrid | None = None) -> MapUpdate:
         """Replace the map with a saved volume and continue mapping from it.
 
-        The file's VolumeConfig wins (voxel size, budget; the device stays this map's). ``occupancy``
+        The file's VolumeConfig wins (voxel size, budget); the device and the spill folder stay this
+        map's: blocks beyond the budget go to disk, and this map's blocks on disk are deleted. ``occupancy``
         (a saved grid, e.g. read back from the Nav2 files) seeds the remembered free space: the volume
         file holds no rays. The update removes chunks no longer present and sends every chunk again.
         """
-        loaded = TsdfVolume.load(path, device=self.config.volume.device)
+        loaded = TsdfVolume.load(path, local=self.config.volume)
         previously = self.chunks.reset().removed
         self.config = replace(self.config, volume=loaded.config)
+        self.volume.close()
         self.volume = loaded
         self.chunks = ChunkedMesh(self.volume, self.config.chunk_size_m, keep_points=True)
         self._integrated.clear()
