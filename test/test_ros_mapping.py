@@ -130,7 +130,8 @@ def test_node_maps_windows_into_chunks_occupancy_and_saved_files(client, tmp_pat
         )
         # Keyframe rate: each keyframe went into the map when it was taken, not when its window ran.
         status = statuses.msgs[-1]
-        assert status.map_keyframes_integrated >= 5 and status.map_keyframes_dropped == 0, status
+        # (A frame whose view is in the map already, within 5 cm and 5 deg, is not fused again.)
+        assert status.map_keyframes_integrated >= 3 and status.map_keyframes_dropped == 0, status
         assert status.map_age_s >= 0.0, status
 
         first, second = meshes.msgs[0], meshes.msgs[1]

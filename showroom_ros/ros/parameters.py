@@ -203,8 +203,16 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param(
         "map_block_budget",
         60000,
-        "TSDF blocks kept (8^3 voxels each, ~10 KB); beyond it the blocks farthest from the camera are dropped",
+        "TSDF blocks kept in memory (8^3 voxels each, ~10 KB); beyond it the blocks farthest from the camera go to "
+        "disk (output_dir/map_blocks, map_spill_max_gb) and come back when the camera nears them again",
         range=(100, 10000000),
+    ),
+    Param(
+        "map_spill_max_gb",
+        16.0,
+        "Disk the map's blocks beyond map_block_budget may use (GB, under output_dir/map_blocks); 0 = erase them "
+        "instead (the first rooms of a large floor are then lost)",
+        range=(0.0, 100000.0),
     ),
     Param(
         "map_redundant_translation",

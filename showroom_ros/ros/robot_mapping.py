@@ -189,8 +189,9 @@ class RobotMapping:
                     self._fuse(batch)
                 if self._refresh_due():
                     self._refresh()
-            except Exception as error:  # never let the map's thread die: say it and go on
+            except Exception as error:  # never let the map's thread die: say it (log and status) and go on
                 self._logger().error(f"map: {type(error).__name__}: {error}")
+                self._say(note=f"map: {type(error).__name__}: {error}")
             finally:
                 with self._lock:
                     self._busy = False
@@ -229,6 +230,7 @@ class RobotMapping:
             update.occupancy if changed else None,
             stamp_ns=self.stamp_ns,
         )
+        self.robot_map.reserve_ahead()  # grow the hash map now, not inside the next frame's integration
 
     def _update(self, result: Reconstruction, keyframes: list[Keyframe]) -> None:
         """A window's result into the robot map when it is in map_frame at metric scale; else merged clouds."""
@@ -286,7 +288,9 @@ class RobotMapping:
         self._required()
         assert self.config is not None
         loaded, update = load_map(map_files(self.output_dir, name)["volume"], self.config)
-        self.robot_map = loaded
+        previous, self.robot_map = self.robot_map, loaded
+        if previous is not None:
+            previous.close()  # its blocks on disk go now, not when it is collected
         self.outputs.publish(
             self.frame_id,
             self.outputs.replace_all(update.chunks),
@@ -311,7 +315,9 @@ class RobotMapping:
         return "map cleared (~/map, ~/map_mesh, ~/occupancy)"
 
     def free(self) -> None:
-        """Stop the thread and drop the map's memory (lifecycle cleanup)."""
+        """Stop the thread and drop the map's memory and its blocks on disk (lifecycle cleanup)."""
         self.stop()
+        if self.robot_map is not None:
+            self.robot_map.close()
         self.robot_map = None
         self.point_map.clear()

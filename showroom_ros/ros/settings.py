@@ -92,6 +92,8 @@ def robot_map_config(p: dict[str, Any]) -> RobotMapConfig:
             depth_min=p["min_depth"],
             depth_max=p["map_max_depth"],
             block_budget=p["map_block_budget"],
+            spill_dir=str(Path(p["output_dir"]).expanduser() / "map_blocks") if p["map_spill_max_gb"] > 0 else None,
+            spill_max_bytes=max(1, int(p["map_spill_max_gb"] * 1e9)),
         ),
         chunk_size_m=p["map_chunk_size"],
         redundant_translation_m=p["map_redundant_translation"],

@@ -66,7 +66,7 @@ class StatusReporter:
         status.backend = self.params["backend"]
         status.map_age_s = -1.0  # until a camera frame is in the map
         notes = [f"disk: {line}" for line in disk_warnings(disk)]
-        errors, last_error, map_summary, map_redundant = 0, "", "", 0
+        errors, last_error, map_summary = 0, "", ""
         why_not = self.lifecycle()
         status.state, status.message = why_not.split(":")[0], why_not
         if self.inputs is not None:
@@ -81,7 +81,7 @@ class StatusReporter:
             status.map_keyframes_integrated = map_state.integrated
             status.map_keyframes_waiting = map_state.waiting
             status.map_keyframes_dropped = map_state.dropped
-            map_redundant = map_state.redundant
+            status.map_keyframes_redundant = map_state.redundant
             errors, last_error = i.callback_errors()
             result = last.result
             if not why_not or work.state == "error":
@@ -111,7 +111,7 @@ class StatusReporter:
             KeyValue(key="map_age_s", value=f"{status.map_age_s:.2f}"),
             KeyValue(key="map_keyframes_waiting", value=str(status.map_keyframes_waiting)),
             KeyValue(key="map_keyframes_dropped", value=str(status.map_keyframes_dropped)),
-            KeyValue(key="map_keyframes_redundant", value=str(map_redundant)),
+            KeyValue(key="map_keyframes_redundant", value=str(status.map_keyframes_redundant)),
         ]
         reconstruction = DiagnosticStatus(
             level=level, name="showroom: reconstruction", hardware_id=name, message=status.message, values=values
