@@ -518,8 +518,10 @@ def resource_numbers(walk: Walk) -> dict[str, Any]:
 def reference_mesh(frames: list[WalkFrame], depth_k: CameraIntrinsics) -> Any:
     """A TSDF fused here from the GT poses of every frame sent, with the node's map settings (its defaults)."""
     from showroom_ros.mapping.volume import TsdfVolume
+    from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS
 
-    defaults = yaml.safe_load(find_share_file("config", "showroom.yaml").read_text())["/**"]["ros__parameters"]
+    shipped = yaml.safe_load(find_share_file("config", "showroom.yaml").read_text())["/**"]["ros__parameters"]
+    defaults = {param.name: param.default for param in SHOWROOM_PARAMETERS} | shipped | {"map_spill_max_gb": 0.0}
     volume = TsdfVolume(robot_map_config(defaults).volume)
     for frame in frames:
         volume.integrate(read_depth(frame.depth, 1000.0), depth_k, sent_pose(frame.pose))

@@ -64,9 +64,10 @@ class RobotMapConfig:
     ``redundant_translation_m``/``redundant_rotation_deg``: a keyframe whose camera is within both of a
     keyframe already fused is not fused again (``MapUpdate.redundant``): seeing the same surface again
     adds nothing but blocks where its depth noise reaches past the earlier band, so a static scene seen
-    over and over would grow the map (docs/mapping.md, "Static scenes"). The defaults sit well under the
-    keyframe selector's 0.15 m / 10 deg: none of the 49 keyframes of the 7-Scenes walk, which returns to
-    the same places many times, is within 0.15 m and 10 deg of an earlier one. 0 turns the check off.
+    over and over would grow the map (docs/mapping.md, "Static scenes"). The defaults (2 cm, 2 deg) are
+    10x a tracker's pose jitter and small against the node's frame-rate path (every evaluated frame is
+    offered; on the 7-Scenes walk at 5 Hz consecutive frames are 1-2 cm apart), so a moving camera keeps
+    filling the map while a still one adds nothing. 0 turns the check off.
     """
 
     frame_id: str = "map"
@@ -78,8 +79,8 @@ class RobotMapConfig:
     render_scale: float = 0.5
     render_point_radius_px: int = 1
     ray_stride: int = 4
-    redundant_translation_m: float = 0.05
-    redundant_rotation_deg: float = 5.0
+    redundant_translation_m: float = 0.02
+    redundant_rotation_deg: float = 2.0
 
     def __post_init__(self) -> None:
         if not self.frame_id.strip():

@@ -216,14 +216,14 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     ),
     Param(
         "map_redundant_translation",
-        0.05,
+        0.02,
         "A frame whose camera is within this distance (m) and map_redundant_rotation_deg of a frame already in "
         "the map is not fused again (a static scene stays flat: docs/mapping.md); 0 = off",
         range=(0.0, 10.0),
     ),
     Param(
         "map_redundant_rotation_deg",
-        5.0,
+        2.0,
         "Angle (deg) for map_redundant_translation; 0 = off",
         range=(0.0, 180.0),
     ),
