@@ -285,7 +285,9 @@ def test_the_robot_map_beyond_its_budget_publishes_and_saves_the_whole_map(seed:
     depths = [corridor_depth(p, length) for p in poses]
     images = [colour_image(rng) for _ in poses]
     windows = [slice(i, i + 3) for i in range(0, len(poses), 3)]
-    reference = RobotMap(RobotMapConfig(volume=BASE, occupancy=OCC, chunk_size_m=0.8))
+    # The static-scene gate off: what is compared is the TSDF with and without the budget; the gate's index
+    # of fused views is not saved, so a loaded map would fuse the walk's revisited poses the reference skips.
+    reference = RobotMap(RobotMapConfig(volume=BASE, occupancy=OCC, chunk_size_m=0.8, redundant_translation_m=0.0))
     reference_scene: dict[int, ChunkMesh] = {}
     reference_updates = []
     for number, part in enumerate(windows):
@@ -294,7 +296,7 @@ def test_the_robot_map_beyond_its_budget_publishes_and_saves_the_whole_map(seed:
         _apply(reference_scene, reference_updates[-1])
     budget = reference.block_count // 4
     volume = replace(BASE, block_budget=budget, spill_dir=str(tmp_path / "spill"), spill_page_blocks=2)
-    config = RobotMapConfig(volume=volume, occupancy=OCC, chunk_size_m=0.8)
+    config = RobotMapConfig(volume=volume, occupancy=OCC, chunk_size_m=0.8, redundant_translation_m=0.0)
     robot_map = RobotMap(config)
     scene: dict[int, ChunkMesh] = {}
     far: set[int] = set()  # chunks published while the walk was at the far end, all of whose blocks were on disk

@@ -289,25 +289,44 @@ def test_a_stop_signal_mid_integration_exits_0_within_2_s_and_leaves_no_partial_
     from showroom_ros.srv import SaveReconstruction
 
     frames, color_k, depth_k = _walk(shared_root, 30, step=5)
-    node = _node(processes, tmp_path, evaluation_rate_hz=30.0, map_queue_size=50)
+    # Every frame fused (no static-scene gate), a deep queue, frames streaming until the signal: the map's
+    # thread is integrating when it comes, with a save queued behind.
+    node = _node(processes, tmp_path, evaluation_rate_hz=30.0, map_queue_size=50, map_redundant_translation=0.0)
     walker = Walker(client)
     _start(walker, node)
-    start_ns = time.time_ns()
-    for i, (rgb, depth, pose) in enumerate(frames):
-        stamp = start_ns + i * 33_000_000
-        walker.pose_message(pose, stamp)
-        walker.camera_frame(rgb, depth, stamp, color_k, depth_k)
-        walker.spin(0.02)
-    integrating = lambda: walker.status.map_keyframes_integrated >= 1 and walker.status.map_keyframes_waiting > 0  # noqa: E731
-    assert spin_until(client, integrating, 60), (walker.status, node.log())  # mid-integration
-    client = client.create_client(SaveReconstruction, "/showroom/save_map")
-    client.call_async(SaveReconstruction.Request(name="mid"))  # a save queued behind the integration
-    walker.spin(0.1)
-    started = time.monotonic()
-    node.process.send_signal(signum)
-    code = node.wait(timeout=10)
-    elapsed = time.monotonic() - started
-    client.destroy_client(client)
+    stop = threading.Event()
+
+    def stream() -> None:
+        from rclpy.node import Node
+
+        publisher_node = Node("walk_signal_streamer")
+        streamer = Walker(publisher_node)
+        start_ns, i = time.time_ns(), 0
+        while not stop.is_set():
+            rgb, depth, pose = frames[i % len(frames)]
+            stamp = start_ns + i * 33_000_000
+            streamer.pose_message(pose, stamp)
+            streamer.camera_frame(rgb, depth, stamp, color_k, depth_k)
+            i += 1
+            time.sleep(0.033)
+        publisher_node.destroy_node()
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    try:
+        integrating = lambda: walker.status.map_keyframes_integrated >= 3  # noqa: E731
+        assert spin_until(client, integrating, 60), (walker.status, node.log())
+        save_client = client.create_client(SaveReconstruction, "/showroom/save_map")
+        save_client.call_async(SaveReconstruction.Request(name="mid"))  # a save queued behind the integration
+        walker.spin(0.1)
+        started = time.monotonic()
+        node.process.send_signal(signum)
+        code = node.wait(timeout=10)
+        elapsed = time.monotonic() - started
+        client.destroy_client(save_client)
+    finally:
+        stop.set()
+        thread.join(10)
     assert code == 0 and elapsed < 2.0, f"exit {code} after {elapsed:.2f} s\n{node.log()}"
     out = tmp_path / "out"
     leftovers = [p.name for p in out.rglob("*") if ".tmp" in p.name]
