@@ -39,18 +39,6 @@ ORDERS = list(itertools.permutations("CIDP"))  # CameraInfo, Image, Depth (+ its
 DATA = REPO_ROOT / "data" / "redkitchen"
 
 
-@pytest.fixture(scope="module")
-def client():
-    import rclpy
-    from rclpy.node import Node
-
-    ros_init_for_tests()
-    node = Node("showroom_robustness_client")
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown()
-
-
 @pytest.fixture
 def processes(tmp_path):
     started: list[NodeProcess] = []

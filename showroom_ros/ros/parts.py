@@ -100,6 +100,6 @@ def build_parts(
     )
     inputs.handle = trigger.handle
     collector.map_sink = mapping.offer  # every complete frame with depth and pose, at the evaluation rate
-    services = NodeServices(node, group, scheduler, jobs, collector, poses, trigger.start, why_inactive)
+    services = NodeServices(node, group, scheduler, jobs, collector, poses, trigger.start, why_inactive, publish_status)
     models = ModelWatch(model_holders(backends), logger)
     return NodeParts(s, counters, poses, collector, models, scheduler, mapping, jobs, inputs, trigger, services)

@@ -39,6 +39,7 @@ class NodeServices:
         poses: PoseSource,
         start_window: Callable[[str], Any],
         inactive: Callable[[], str],
+        publish_status: Callable[[], None] = lambda: None,
     ) -> None:
         self.node = node
         self.scheduler = scheduler
@@ -48,6 +49,7 @@ class NodeServices:
         self.params = jobs.params
         self._start_window = start_window
         self._inactive = inactive
+        self._publish_status = publish_status
         table = (
             (Reconstruct, "~/reconstruct", self.reconstruct),
             (Trigger, "~/reset", self.reset),
@@ -202,6 +204,7 @@ class NodeServices:
         if job is None:
             response.success, response.message = False, refusal
             return response
+        self._publish_status()  # "queued behind the running reconstruction" or "generating", said now
         outcome, error = wait_for(
             job, p["generate_timeout"], "generation is queued or running; its views will be published"
         )
