@@ -37,6 +37,9 @@ from showroom_ros.ros import conversions as conv
 from showroom_ros.ros.map_outputs import MapOutputs
 from showroom_ros.ros.result_outputs import newest_stamp_ns
 
+SUMMARY_EVERY_S = 30.0
+"""The frame-rate path logs the map's summary (blocks, memory) at most this often."""
+
 
 @dataclass(frozen=True)
 class MapState:
@@ -84,6 +87,7 @@ class RobotMapping:
         self._closed = False
         self._busy = False
         self._published_at = 0.0
+        self._logged_at = -1e9
         self.stamp_ns = 0  # the newest keyframe the map includes (this thread's)
         self._thread = threading.Thread(target=self._run, name="showroom-map", daemon=True)
         self._thread.start()
@@ -218,6 +222,9 @@ class RobotMapping:
     def _publish(self, update: MapUpdate) -> None:
         assert self.robot_map is not None
         self._published_at = time.monotonic()
+        if self._published_at - self._logged_at >= SUMMARY_EVERY_S:  # the map's size in the log, not 2 lines/s
+            self._logged_at = self._published_at
+            self._logger().info(f"map: {update.summary}")
         self._say(
             note="" if update.occupancy is not None else f"no occupancy grid: {update.occupancy_reason}",
             summary=update.summary,
