@@ -25,21 +25,19 @@ from pathlib import Path
 
 import numpy as np
 import open3d as o3d
-from scipy.spatial import cKDTree
 
 from showroom_ros.capture.keyframes import Keyframe
 from showroom_ros.geometry.camera import CameraIntrinsics
+from showroom_ros.mapping.fused_views import FusedViews, camera_reach
 from showroom_ros.mapping.mesh_chunks import ChunkedMesh, ChunkUpdate
 from showroom_ros.mapping.occupancy import (
-    FREE,
-    OCCUPIED,
-    UNKNOWN,
     OccupancyConfig,
     OccupancyGrid,
     Rays,
     build_occupancy,
     depth_rays,
 )
+from showroom_ros.mapping.occupancy_memory import FreeCells, Obstacles, compose_occupancy
 from showroom_ros.mapping.volume import IntegrationReport, TsdfVolume, VolumeConfig, render_depth_from_points
 from showroom_ros.reconstruction.result import Reconstruction
 
@@ -177,244 +175,6 @@ def _for_size(intrinsics: CameraIntrinsics, width: int, height: int) -> CameraIn
     return intrinsics.scaled(width, height)
 
 
-_CELL_NEIGHBOURS = [(x, y, z) for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)]
-
-
-def _reach(intrinsics: CameraIntrinsics, depth_max: float) -> float:
-    """Farthest distance from the camera centre that a depth image can write: ``depth_max`` along its widest ray."""
-    x = max(intrinsics.cx, intrinsics.width - intrinsics.cx) / intrinsics.fx
-    y = max(intrinsics.cy, intrinsics.height - intrinsics.cy) / intrinsics.fy
-    return depth_max * math.sqrt(1.0 + x * x + y * y)
-
-
-class _FusedViews:
-    """The camera poses of the fused keyframes, hashed into cells, to find a new keyframe's near-twin in O(1).
-
-    Why a record of poses: a keyframe from (nearly) the pose of one already fused sees the same surface
-    again (RobotMapConfig says what that costs). Cells have the translation threshold as their edge, so a
-    view within it lies in one of the 27 cells around the query. Each view keeps how far its depth could
-    reach, so the views whose blocks the budget dropped can be forgotten (and their places fused again).
-    """
-
-    def __init__(self, max_translation: float, max_rotation_deg: float) -> None:
-        self.max_translation = max_translation
-        self.enabled = max_translation > 0 and max_rotation_deg > 0
-        # The angle between rotations R and S: trace(R^T S) = sum(R * S) = 1 + 2 cos(angle).
-        self.min_trace = 1.0 + 2.0 * math.cos(math.radians(max_rotation_deg))
-        self.clear()
-
-    def clear(self) -> None:
-        self._views: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # id -> (position, rotation, reach)
-        self._cells: dict[tuple[int, ...], set[int]] = {}
-        self._next_id = 0
-
-    def __len__(self) -> int:
-        return len(self._views)
-
-    def _cell(self, position: np.ndarray) -> tuple[int, ...]:
-        return tuple(np.floor(position / self.max_translation).astype(np.int64).tolist())
-
-    def near(self, pose: np.ndarray) -> bool:
-        """Whether a fused view is within both thresholds of this camera-to-map pose."""
-        if not self.enabled or not self._views:
-            return False
-        position, rotation = pose[:3, 3], pose[:3, :3]
-        cx, cy, cz = self._cell(position)
-        for dx, dy, dz in _CELL_NEIGHBOURS:
-            for view in self._cells.get((cx + dx, cy + dy, cz + dz), ()):
-                other_position, other_rotation, _ = self._views[view]
-                if (
-                    float(np.linalg.norm(other_position - position)) <= self.max_translation
-                    and float(np.sum(other_rotation * rotation)) >= self.min_trace
-                ):
-                    return True
-        return False
-
-    def add(self, pose: np.ndarray, reach: float) -> None:
-        if not self.enabled:
-            return
-        position = np.array(pose[:3, 3], dtype=np.float64)
-        self._views[self._next_id] = (position, np.array(pose[:3, :3], dtype=np.float64), float(reach))
-        self._cells.setdefault(self._cell(position), set()).add(self._next_id)
-        self._next_id += 1
-
-    def forget_near(self, points: np.ndarray, margin: float) -> int:
-        """Forget the views that could have written any of these points (within their reach + margin); how many."""
-        if not self._views or len(points) == 0:
-            return 0
-        ids = list(self._views)
-        positions = np.stack([self._views[i][0] for i in ids])
-        reach = np.array([self._views[i][2] for i in ids])
-        distance, _ = cKDTree(np.asarray(points, dtype=np.float64)).query(positions)
-        forgotten = [view for view, hit in zip(ids, distance <= reach + margin, strict=True) if hit]
-        for view in forgotten:
-            position = self._views.pop(view)[0]
-            cell = self._cells[self._cell(position)]
-            cell.discard(view)
-            if not cell:
-                del self._cells[self._cell(position)]
-        return len(forgotten)
-
-
-class _FreeCells:
-    """Observed-free cells, remembered across integrations in a boolean grid that grows with the extent.
-
-    Cells are addressed by integer indices ``floor(xy / resolution)``; ``offset`` is the (col, row)
-    index of ``mask[0, 0]``.
-    """
-
-    def __init__(self, resolution: float, max_cells: int) -> None:
-        self.resolution = resolution
-        self.max_cells = max_cells
-        self.offset = np.zeros(2, np.int64)
-        self.mask = np.zeros((0, 0), bool)
-
-    def clear(self) -> None:
-        self.offset = np.zeros(2, np.int64)
-        self.mask = np.zeros((0, 0), bool)
-
-    def add(self, grid: OccupancyGrid) -> None:
-        """OR the FREE cells of a grid (same resolution, cell-aligned origin) into the memory."""
-        if grid.data.size == 0 or not np.any(grid.data == FREE):
-            return
-        offset = _cell_index(grid)
-        self.mask, self.offset = _union(self.mask, self.offset, grid.data == FREE, offset, self.max_cells)
-
-
-def _cell_index(grid: OccupancyGrid) -> np.ndarray:
-    """(col, row) integer index of a grid's cell (0, 0) (build_occupancy aligns origins to the resolution)."""
-    return np.rint(np.asarray(grid.origin_xy, dtype=np.float64) / grid.resolution).astype(np.int64)
-
-
-def _union(
-    mask_a: np.ndarray, offset_a: np.ndarray, mask_b: np.ndarray, offset_b: np.ndarray, max_cells: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """OR of two cell-aligned boolean grids on their joint extent."""
-    if mask_b.size == 0:
-        return mask_a, offset_a
-    if mask_a.size == 0:
-        return mask_b.copy(), offset_b.copy()
-    lo = np.minimum(offset_a, offset_b)
-    hi = np.maximum(offset_a + mask_a.shape[::-1], offset_b + mask_b.shape[::-1])
-    cols, rows = (hi - lo).tolist()
-    if rows * cols > max_cells:
-        raise ValueError(f"occupancy grid of {cols}x{rows} cells exceeds max_cells={max_cells}")
-    merged = np.zeros((rows, cols), bool)
-    for mask, offset in ((mask_a, offset_a), (mask_b, offset_b)):
-        c0, r0 = (offset - lo).tolist()
-        merged[r0 : r0 + mask.shape[0], c0 : c0 + mask.shape[1]] |= mask
-    return merged, lo
-
-
-class _Obstacles:
-    """In-band surface points counted per cell, and each chunk's xy extent, kept up to date per changed chunk.
-
-    Why: recomputing obstacles from the whole surface after every window costs a pass over every
-    point of the map; counts let the points of the chunks a window changed be subtracted and re-added.
-    Cells are ``floor(xy / resolution)`` (global integer indices); ``offset`` is the (col, row) of ``counts[0, 0]``.
-    """
-
-    def __init__(self, config: OccupancyConfig) -> None:
-        self.config = config
-        self.clear()
-
-    def clear(self) -> None:
-        self.offset = np.zeros(2, np.int64)
-        self.counts = np.zeros((0, 0), np.int32)
-        self.extents: dict[int, np.ndarray] = {}  # chunk id -> (min x, min y, max x, max y) of all its points
-
-    def change(self, key: int, old: np.ndarray, new: np.ndarray) -> None:
-        """Replace one chunk's points ``old`` by ``new``."""
-        self._add(_band_cells(old, self.config), -1)
-        self._add(_band_cells(new, self.config), 1)
-        finite = new[np.all(np.isfinite(new), axis=1)] if len(new) else new
-        if len(finite):
-            self.extents[key] = np.concatenate([finite[:, :2].min(axis=0), finite[:, :2].max(axis=0)])
-        else:
-            self.extents.pop(key, None)
-
-    def extent(self) -> np.ndarray | None:
-        """(min x, min y, max x, max y) of every surface point, or None."""
-        if not self.extents:
-            return None
-        boxes = np.stack(list(self.extents.values()))
-        return np.concatenate([boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)])
-
-    def occupied(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mask of cells holding at least one in-band point, its (col, row) offset)."""
-        return self.counts > 0, self.offset
-
-    def _add(self, cells: np.ndarray, sign: int) -> None:
-        if len(cells) == 0:
-            return
-        lo, hi = cells.min(axis=0), cells.max(axis=0) + 1
-        if self.counts.size:
-            lo = np.minimum(lo, self.offset)
-            hi = np.maximum(hi, self.offset + self.counts.shape[::-1])
-        if self.counts.size == 0 or np.any(lo != self.offset) or np.any(hi != self.offset + self.counts.shape[::-1]):
-            cols, rows = (hi - lo).tolist()
-            if rows * cols > self.config.max_cells:
-                raise ValueError(f"occupancy grid of {cols}x{rows} cells exceeds max_cells={self.config.max_cells}")
-            grown = np.zeros((rows, cols), np.int32)
-            if self.counts.size:
-                c0, r0 = (self.offset - lo).tolist()
-                grown[r0 : r0 + self.counts.shape[0], c0 : c0 + self.counts.shape[1]] = self.counts
-            self.counts, self.offset = grown, lo
-        local = cells - self.offset
-        flat = local[:, 1] * self.counts.shape[1] + local[:, 0]
-        self.counts.reshape(-1)[:] += sign * np.bincount(flat, minlength=self.counts.size).astype(np.int32)
-
-
-def _band_cells(points: np.ndarray, config: OccupancyConfig) -> np.ndarray:
-    """(col, row) global cell indices of the points inside the obstacle band."""
-    if len(points) == 0:
-        return np.zeros((0, 2), np.int64)
-    z = points[:, 2]
-    band = points[(z >= config.floor_z + config.min_height) & (z <= config.floor_z + config.max_height)]
-    band = band[np.all(np.isfinite(band), axis=1)]
-    return np.floor(band[:, :2] / config.resolution).astype(np.int64)
-
-
-def compose_occupancy(
-    occupied: np.ndarray,
-    occupied_offset: np.ndarray,
-    points_extent: np.ndarray | None,
-    free: np.ndarray,
-    free_offset: np.ndarray,
-    config: OccupancyConfig,
-) -> OccupancyGrid | None:
-    """Obstacles over remembered free cells, on the joint extent of the free grid and of the surface (plus padding).
-
-    Occupied cells lie on surface points, so the surface's extent holds them all.
-    """
-    res = config.resolution
-    boxes = []
-    if points_extent is not None:
-        lo = np.floor((points_extent[:2] - config.padding) / res).astype(np.int64)
-        hi = np.ceil((points_extent[2:] + config.padding) / res).astype(np.int64)
-        boxes.append((lo, hi))
-    if free.size:  # the free grid's whole array: its rays' extent plus padding
-        boxes.append((free_offset, free_offset + free.shape[::-1]))
-    if not boxes:
-        return None
-    lo = np.min([b[0] for b in boxes], axis=0)
-    hi = np.max([b[1] for b in boxes], axis=0)
-    cols, rows = (hi - lo).tolist()
-    if rows * cols > config.max_cells:
-        raise ValueError(f"occupancy grid of {cols}x{rows} cells exceeds max_cells={config.max_cells}")
-    data = np.full((rows, cols), UNKNOWN, np.int8)
-    for mask, offset, value in ((free, free_offset, FREE), (occupied, occupied_offset, OCCUPIED)):
-        if mask.size == 0:
-            continue
-        # Clip the mask to the extent (its all-false margins may reach beyond it).
-        c0, r0 = (offset - lo).tolist()
-        rs, cs = max(0, -r0), max(0, -c0)
-        re, ce = min(mask.shape[0], rows - r0), min(mask.shape[1], cols - c0)
-        if re > rs and ce > cs:
-            data[r0 + rs : r0 + re, c0 + cs : c0 + ce][mask[rs:re, cs:ce]] = value
-    return OccupancyGrid(data, res, (float(lo[0] * res), float(lo[1] * res)))
-
-
 class RobotMap:
     """The robot's map in ``config.frame_id``: integrate reconstructions, publish chunks, grid, cloud; save/load.
 
@@ -426,11 +186,11 @@ class RobotMap:
         self.volume = TsdfVolume(self.config.volume)
         self.chunks = ChunkedMesh(self.volume, self.config.chunk_size_m, keep_points=True)
         occ = self.config.occupancy
-        self._free = _FreeCells(occ.resolution, occ.max_cells)
-        self._obstacles = _Obstacles(occ)
+        self._free = FreeCells(occ.resolution, occ.max_cells)
+        self._obstacles = Obstacles(occ)
         self._obstacles_stale = False
         self._integrated: set[KeyframeKey] = set()
-        self._views = _FusedViews(self.config.redundant_translation_m, self.config.redundant_rotation_deg)
+        self._views = FusedViews(self.config.redundant_translation_m, self.config.redundant_rotation_deg)
         self._redundant_count = 0
         # Fused since the last refresh: the blocks whose chunks need meshing again, and the rays for the grid.
         self._pending_reports: list[IntegrationReport] = []
@@ -623,7 +383,7 @@ class RobotMap:
             update.messages.append(f"keyframe {index}: {report.message}")
             self._forget_views_of(report.dropped_blocks)
         if len(report.touched_blocks):
-            self._views.add(pose, _reach(depth_k, self.config.volume.depth_max) + self.config.volume.truncation)
+            self._views.add(pose, camera_reach(depth_k, self.config.volume.depth_max) + self.config.volume.truncation)
         if len(report.touched_blocks) == 0:
             update.messages.append(
                 f"keyframe {index}: no {source} depth within {self.config.volume.depth_min:g}-"
@@ -735,7 +495,7 @@ class RobotMap:
             whole = ChunkedMesh(self.volume, self.config.chunk_size_m, keep_points=True)
             whole.update(None)
             points, _ = whole.points()
-        reference = _Obstacles(cfg)
+        reference = Obstacles(cfg)
         reference.change(0, np.zeros((0, 3)), points)
         occupied, offset = reference.occupied()
         return compose_occupancy(occupied, offset, reference.extent(), self._free.mask, self._free.offset, cfg)
