@@ -283,12 +283,20 @@ def node_parameters(output_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_walk(args: Any, frames: list[WalkFrame], color_k: Any, depth_k: Any, workdir: Path) -> Walk:
+def run_walk(
+    args: Any,
+    frames: list[WalkFrame],
+    color_k: Any,
+    depth_k: Any,
+    workdir: Path,
+    parameters: dict[str, Any] | None = None,
+    client: WalkClient | None = None,
+) -> Walk:
+    """Play the walk to a node started with ``parameters`` (default: :func:`node_parameters`)."""
     walk = Walk(rate_hz=args.rate)
-    node = NodeProcess(
-        "showroom_node", node_parameters(workdir / "out"), workdir, find_share_file("config", "showroom.yaml")
-    )
-    client = WalkClient()
+    parameters = parameters or node_parameters(workdir / "out")
+    node = NodeProcess("showroom_node", parameters, workdir, find_share_file("config", "showroom.yaml"))
+    client = client or WalkClient()
     executor = SingleThreadedExecutor()
     executor.add_node(client)
     spinner = threading.Thread(target=executor.spin, daemon=True)

@@ -22,6 +22,7 @@ LAYERS = {
     "mapping": 3,
     "io": 3,
     "backends": 4,
+    "slam": 4,
     "generation": 4,
     "distillation": 4,
     "apps": 5,

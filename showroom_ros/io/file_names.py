@@ -36,6 +36,15 @@ MAP_FILES = {
 }
 """Kind -> suffix of the files a saved map ``<name>`` has."""
 
+SLAM_SUFFIX = "_slam.npz"
+"""A map saved while ``pose_source: slam`` also has its pose graph and keyframe database (slam/storage.py)."""
+
+
+def slam_file(directory: str | os.PathLike[str], name: str) -> Path:
+    """The SLAM state saved with map ``name``."""
+    return Path(directory).expanduser() / (require_valid_name(name, "map name") + SLAM_SUFFIX)
+
+
 KEYFRAMES_SUFFIX = "_keyframes"
 """``<name>_keyframes/``: the keyframe photos ``showroom reconstruct`` keeps beside ``<name>.npz``."""
 

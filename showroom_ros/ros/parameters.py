@@ -19,6 +19,8 @@ from showroom_ros.models.names import (
     FAST3R_RELEASE_REPO,
 )
 from showroom_ros.ros.input_node import INPUT_EXECUTORS
+from showroom_ros.ros.pose_sources import POSE_SOURCES
+from showroom_ros.slam.config import GRAVITY_SOURCES
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,9 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
     Param(
         "pose_source",
         "tf",
-        "Where camera poses come from: tf (map -> image frame_id), topic (pose_topics), none",
-        choices=("tf", "topic", "none"),
+        "Where camera poses come from: tf (map -> image frame_id), topic (pose_topics), slam (the node's own "
+        "RGB-D tracking and loop closure, docs/slam.md), none",
+        choices=POSE_SOURCES,
     ),
     Param(
         "pose_topics",
@@ -68,6 +71,35 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         "geometry_msgs/PoseStamped of each camera's optical frame in map_frame (pose_source: topic)",
     ),
     Param("map_frame", "map", "Fixed frame the outputs are published in when poses are known"),
+    # pose_source: slam (docs/slam.md)
+    Param(
+        "slam_gravity",
+        "first_camera",
+        "Where the SLAM map's 'up' (z, for ~/occupancy) comes from: first_camera (a level camera, "
+        "slam_camera_height above the floor), floor_plane (fitted in the first view), none (first camera frame)",
+        choices=GRAVITY_SOURCES,
+    ),
+    Param(
+        "slam_camera_height",
+        1.0,
+        "Height of the first camera above the floor (m; slam_gravity first_camera)",
+        range=(-10.0, 10.0),
+    ),
+    Param(
+        "slam_localization_only",
+        False,
+        "After ~/load_map, relocalise and track in the loaded map without adding keyframes to it",
+    ),
+    Param("slam_keyframe_translation", 0.12, "A new SLAM keyframe after this much motion (m)", range=(0.02, 2.0)),
+    Param("slam_keyframe_rotation_deg", 12.0, "A new SLAM keyframe after this much rotation (deg)", range=(1.0, 90.0)),
+    Param("slam_max_speed", 1.5, "Faster camera motion is not believed: tracking is lost (m/s)", range=(0.1, 20.0)),
+    Param(
+        "slam_keyframe_memory_mb",
+        2048.0,
+        "Memory for kept keyframe images (map rebuilds after a closure); beyond it the oldest images go",
+        range=(16.0, 1e6),
+    ),
+    Param("slam_queue_size", 2, "Frames waiting for tracking; the oldest is dropped beyond this", range=(1, 64)),
     Param("depth_scale", 1000.0, "16UC1 depth units per metre", range=(1.0, 100000.0)),
     # keyframe selection
     Param("min_keyframes", 3, "Fewest keyframes a reconstruction runs on", range=(2, 16)),

@@ -27,6 +27,7 @@ from showroom_ros.ros.robot_mapping import RobotMapping
 from showroom_ros.ros.scheduler import Scheduler
 from showroom_ros.ros.services import NodeServices
 from showroom_ros.ros.settings import NodeSettings
+from showroom_ros.ros.slam_tracking import SlamTracking
 from showroom_ros.ros.status import ModelWatch, StatusInputs
 from showroom_ros.ros.window_trigger import WindowTrigger
 
@@ -44,6 +45,7 @@ class NodeParts:
     inputs: CameraInputs
     trigger: WindowTrigger
     services: NodeServices
+    slam: SlamTracking | None = None
 
     def status_inputs(self, guard: CallbackGuard) -> StatusInputs:
         return StatusInputs(
@@ -54,6 +56,7 @@ class NodeParts:
             map_state=self.mapping.snapshot,
             callback_errors=guard.snapshot,
             models=self.models.summary,
+            slam=self.slam.snapshot if self.slam is not None else None,
         )
 
 
@@ -69,12 +72,6 @@ def build_parts(
     is told each failed TF lookup. Publishers are the node's lifecycle publishers."""
     logger, publisher, params = node.get_logger, node.create_lifecycle_publisher, s.values
     counters = InputCounters(logger)
-    poses = make_pose_source(
-        s["pose_source"], node, s.topics.poses, s["map_frame"], s.collector.sync_slop_ns, counters.reject, tf_failed
-    )
-    collector = KeyframeCollector(s.collector, KeyframeBuffer(s["max_keyframes"]), poses.lookup)
-    backends = build_backends(s.backends, backend=s["backend"])
-    scheduler = Scheduler(after_job=release_free_heap)
     robot_map = s.robot_map if s["volumetric_map"] else None
     map_outputs = MapOutputs(node, publisher, node.guard.wrap)
     mapping = RobotMapping(
@@ -87,6 +84,28 @@ def build_parts(
         publish_rate_hz=s["map_publish_rate_hz"],
         queue_size=s["map_queue_size"],
     )
+    slam: SlamTracking | None = None
+    if s["pose_source"] == "slam":
+        slam = SlamTracking(
+            s.slam,
+            node,
+            publisher,
+            s["map_frame"],
+            mapping.offer,
+            mapping.rebuild,
+            logger,
+            localization_only=s["slam_localization_only"],
+            queue_size=s["slam_queue_size"],
+        )
+        mapping.slam = slam
+        poses: PoseSource = slam
+    else:
+        poses = make_pose_source(
+            s["pose_source"], node, s.topics.poses, s["map_frame"], s.collector.sync_slop_ns, counters.reject, tf_failed
+        )
+    collector = KeyframeCollector(s.collector, KeyframeBuffer(s["max_keyframes"]), poses.lookup)
+    backends = build_backends(s.backends, backend=s["backend"])
+    scheduler = Scheduler(after_job=release_free_heap)
     outputs = ResultOutputs(node, publisher, params, s.output_dir)
     pipeline = ReconstructionPipeline(s.pipeline, backends)
     generator = ViewGenerationService(s.generation)
@@ -99,7 +118,8 @@ def build_parts(
         params, s.continuous, collector, inputs, scheduler, jobs.reconstruct, logger, publish_status
     )
     inputs.handle = trigger.handle
-    collector.map_sink = mapping.offer  # every complete frame with depth and pose, at the evaluation rate
+    # Every complete frame with depth (and pose), at the evaluation rate: to the map, or first to tracking.
+    collector.map_sink = mapping.offer if slam is None else slam.offer
     services = NodeServices(node, group, scheduler, jobs, collector, poses, trigger.start, why_inactive, publish_status)
     models = ModelWatch(model_holders(backends), logger)
-    return NodeParts(s, counters, poses, collector, models, scheduler, mapping, jobs, inputs, trigger, services)
+    return NodeParts(s, counters, poses, collector, models, scheduler, mapping, jobs, inputs, trigger, services, slam)

@@ -18,7 +18,7 @@ from rclpy.time import Time as RclpyTime
 from showroom_ros.geometry.poses import PoseHistory
 from showroom_ros.ros import conversions as conv
 
-POSE_SOURCES = ("tf", "topic", "none")
+POSE_SOURCES = ("tf", "topic", "slam", "none")
 Reject = Callable[..., None]
 """(reason, warn=False) -> None: a refused input, counted and said (ros/camera_inputs.py)."""
 
@@ -147,4 +147,6 @@ def make_pose_source(
             ) from error
     if kind == "none":
         return NoPoses()
+    if kind == "slam":
+        raise ValueError("pose_source 'slam' is built by ros/parts.py (ros/slam_tracking.py), not here")
     raise ValueError(f"pose_source must be one of {POSE_SOURCES}, got {kind!r}")

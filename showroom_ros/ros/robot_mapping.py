@@ -89,6 +89,8 @@ class RobotMapping:
         self._published_at = 0.0
         self._logged_at = -1e9
         self.stamp_ns = 0  # the newest keyframe the map includes (this thread's)
+        self.slam: Any = None  # the SLAM part (pose_source: slam): saved, loaded and cleared with the map
+        self._rebuild_keyframes: list[Keyframe] | None = None
         self._thread = threading.Thread(target=self._run, name="showroom-map", daemon=True)
         self._thread.start()
 
@@ -133,6 +135,15 @@ class RobotMapping:
     def integrate_result(self, result: Reconstruction, keyframes: list[Keyframe]) -> Future:
         """A window's result, integrated on the map's thread (the window does not wait for it)."""
         return self.submit(lambda: self._update(result, keyframes))
+
+    def rebuild(self, keyframes: list[Keyframe]) -> None:
+        """After a loop closure: the TSDF again from these keyframes at their corrected poses, on this
+        part's thread. Requests that arrive while one waits replace its keyframes (the newest poses win)."""
+        with self._wake:
+            queue_one = self._rebuild_keyframes is None
+            self._rebuild_keyframes = keyframes
+        if queue_one:
+            self.submit(self._rebuild)
 
     def snapshot(self) -> MapState:
         with self._lock:
@@ -239,8 +250,36 @@ class RobotMapping:
         )
         self.robot_map.reserve_ahead()  # grow the hash map now, not inside the next frame's integration
 
+    def _rebuild(self) -> None:
+        with self._lock:
+            keyframes, self._rebuild_keyframes = self._rebuild_keyframes, None
+        if not keyframes or self.robot_map is None:
+            return
+        started = time.monotonic()
+        with self._lock:
+            self._keyframes.clear()  # tracked with the poses before the closure
+        self.robot_map.clear()
+        self.robot_map.fuse_keyframes(keyframes)
+        update = self.robot_map.refresh()
+        self.stamp_ns = max(k.stamp_ns for k in keyframes)  # the newest frame the rebuilt map includes
+        self._published_at = time.monotonic()
+        self.outputs.publish(
+            self.frame_id,
+            self.outputs.replace_all(update.chunks),
+            self.robot_map.surface(),
+            update.occupancy,
+            stamp_ns=self.stamp_ns,
+        )
+        seconds = time.monotonic() - started
+        self._logger().info(f"map: rebuilt from {len(keyframes)} keyframes after a loop closure in {seconds:.1f} s")
+        self._say(summary=f"rebuilt after a loop closure: {update.summary}")
+
     def _update(self, result: Reconstruction, keyframes: list[Keyframe]) -> None:
         """A window's result into the robot map when it is in map_frame at metric scale; else merged clouds."""
+        if self.slam is not None and self.robot_map is not None:
+            # pose_source slam: the map takes tracked frames only (a lost frame must never reach it, and a
+            # window's keyframes may have been buffered before tracking gave them a pose).
+            return
         if self.robot_map is None:
             self._merge(result, keyframes)
             return
@@ -288,13 +327,17 @@ class RobotMapping:
         if robot_map.block_count == 0:
             raise ValueError("nothing to save yet: the map is empty")
         files = save_map(robot_map, self.output_dir, name)
-        message = f"saved the map ({robot_map.block_count} blocks) in {len(files)} files under {self.output_dir}"
-        return message, [str(path) for path in files.values()]
+        saved = [str(path) for path in files.values()]
+        if self.slam is not None:
+            saved.append(self.slam.save(self.output_dir, name))
+        message = f"saved the map ({robot_map.block_count} blocks) in {len(saved)} files under {self.output_dir}"
+        return message, saved
 
     def load(self, name: str) -> tuple[str, int]:
         self._required()
         assert self.config is not None
         loaded, update = load_map(map_files(self.output_dir, name)["volume"], self.config)
+        slam_message = self.slam.load(self.output_dir, name) if self.slam is not None else ""
         previous, self.robot_map = self.robot_map, loaded
         if previous is not None:
             previous.close()  # its blocks on disk go now, not when it is collected
@@ -310,11 +353,14 @@ class RobotMapping:
             summary=f"loaded '{name}': {update.summary}",
         )
         blocks, chunks = loaded.block_count, len(update.chunks.changed)
-        return f"loaded map '{name}': {blocks} blocks, {chunks} chunks", blocks
+        message = f"loaded map '{name}': {blocks} blocks, {chunks} chunks"
+        return message + (f"; {slam_message}" if slam_message else ""), blocks
 
     def clear(self) -> str:
         self._required().clear()
         self.point_map.clear()
+        if self.slam is not None:
+            self.slam.reset()
         with self._lock:
             self._keyframes.clear()
         self.outputs.clear(self.frame_id)

@@ -22,6 +22,7 @@ from showroom_ros.mapping.volume import VolumeConfig
 from showroom_ros.reconstruction.pipeline import PipelineConfig
 from showroom_ros.reconstruction.rgbd import RGBDFusionConfig
 from showroom_ros.reconstruction.surface import SurfaceConfig
+from showroom_ros.slam.config import SlamConfig
 
 
 class SettingsError(ValueError):
@@ -52,6 +53,7 @@ class NodeSettings:
     point_map: MapConfig
     robot_map: RobotMapConfig
     generation: GenerationSettings
+    slam: SlamConfig = field(default_factory=SlamConfig)
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -81,6 +83,11 @@ def check_topics(topics: Topics, pose_source: str) -> None:
             raise SettingsError(f"{name} has {len(listed)} entries but image_topics has {n}: lists align by index")
     if pose_source == "topic" and not topics.poses:
         raise SettingsError("pose_source is 'topic' but pose_topics is empty")
+    if pose_source == "slam" and (not topics.depth or n != 1):
+        raise SettingsError(
+            "pose_source 'slam' tracks one RGB-D camera: set one image topic with its depth_topics entry "
+            "(camera-only SLAM from learned windows is not built yet; docs/slam.md)"
+        )
 
 
 def robot_map_config(p: dict[str, Any]) -> RobotMapConfig:
@@ -104,6 +111,18 @@ def robot_map_config(p: dict[str, Any]) -> RobotMapConfig:
             min_height=p["occupancy_min_height"],
             max_height=p["occupancy_max_height"],
         ),
+    )
+
+
+def slam_config(p: dict[str, Any]) -> SlamConfig:
+    return SlamConfig(
+        gravity=p["slam_gravity"],
+        camera_height=p["slam_camera_height"],
+        keyframe_translation=p["slam_keyframe_translation"],
+        keyframe_rotation_deg=p["slam_keyframe_rotation_deg"],
+        max_speed=p["slam_max_speed"],
+        keyframe_memory_mb=p["slam_keyframe_memory_mb"],
+        min_depth=max(0.1, p["min_depth"]),
     )
 
 
@@ -152,7 +171,7 @@ def node_settings(values: dict[str, Any]) -> NodeSettings:
         num_cameras=len(topics.images),
         use_depth=bool(topics.depth),
         separate_depth_camera=bool(topics.depth_info),
-        require_pose=p["pose_source"] != "none",
+        require_pose=p["pose_source"] not in ("none", "slam"),  # slam: the pose comes after the frame
         require_intrinsics=bool(topics.camera_info),
         evaluation_period_ns=int(1e9 / p["evaluation_rate_hz"]),
         sync_slop_ns=int(p["sync_slop"] * 1e9),
@@ -184,6 +203,7 @@ def node_settings(values: dict[str, Any]) -> NodeSettings:
             device=None if p["generation_device"] == "auto" else p["generation_device"],
             layout_model=p["layout_model"],
         ),
+        slam=slam_config(p),
     )
 
 

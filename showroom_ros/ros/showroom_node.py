@@ -7,6 +7,7 @@ ros/settings.py         parameters -> the core's config objects (free of rclpy)
 ros/guard.py            one guard for every callback (count, say, go on)
 ros/camera_inputs.py    colour / depth / CameraInfo subscriptions -> the keyframe collector
 ros/pose_sources.py     camera poses from a topic, TF or nowhere, behind one ``lookup``
+ros/slam_tracking.py    pose_source slam: the node's own tracking thread, ~/trajectory
 ros/scheduler.py        the worker thread: windows, the generation, map jobs, and the state
 ros/reconstruction_jobs.py  what runs on the worker: reconstruct a window, generate views
 ros/result_outputs.py   ~/cloud, ~/mesh, ~/keyframes, viewer, autosave
@@ -185,6 +186,8 @@ class ShowroomNode(LifecycleNode):
             parts.jobs.outputs.close()
             for service in parts.services.services:
                 self.destroy_service(service)
+            if parts.slam is not None:
+                parts.slam.stop()
             parts.mapping.free()
         for entity in list(self._managed_entities):
             self.destroy_lifecycle_publisher(entity)
@@ -254,6 +257,8 @@ def _abandon(node: ShowroomNode) -> None:
         parts.jobs.outputs.close()
         parts.scheduler.shutdown()
         parts.mapping.stop(timeout_s=0.0)  # queued map work is cancelled; running work is abandoned
+        if parts.slam is not None:
+            parts.slam.stop(timeout_s=0.0)  # a frame being tracked is abandoned (a daemon thread)
     if getattr(node, "output_dir", None) is not None:
         remove_own_temporaries(node.output_dir)
 

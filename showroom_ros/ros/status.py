@@ -42,6 +42,7 @@ class StatusInputs:
     map_state: Callable[[], Any]  # RobotMapping.snapshot -> MapState
     callback_errors: Callable[[], tuple[int, str]]  # CallbackGuard.snapshot
     models: Callable[[], str]
+    slam: Callable[[], Any] | None = None  # SlamTracking.snapshot -> SlamState (pose_source: slam)
 
 
 class StatusReporter:
@@ -82,6 +83,16 @@ class StatusReporter:
             status.map_keyframes_waiting = map_state.waiting
             status.map_keyframes_dropped = map_state.dropped
             status.map_keyframes_redundant = map_state.redundant
+            if i.slam is not None:
+                slam = i.slam()
+                status.tracking_state, status.tracking_reason = slam.state, slam.reason
+                status.slam_keyframes = slam.keyframes
+                status.loop_closures_accepted = slam.closures_accepted
+                status.loop_closures_rejected = slam.closures_rejected
+                status.last_optimisation_ms = float(slam.last_optimisation_ms)
+                status.tracking_ms = float(slam.tracking_ms)
+                if slam.state == "lost":
+                    notes = [f"tracking lost: {slam.reason}", *notes]
             errors, last_error = i.callback_errors()
             result = last.result
             if not why_not or work.state == "error":
@@ -113,6 +124,19 @@ class StatusReporter:
             KeyValue(key="map_keyframes_dropped", value=str(status.map_keyframes_dropped)),
             KeyValue(key="map_keyframes_redundant", value=str(status.map_keyframes_redundant)),
         ]
+        if status.tracking_state:
+            values += [
+                KeyValue(key=k, value=str(getattr(status, k)))
+                for k in (
+                    "tracking_state",
+                    "tracking_reason",
+                    "slam_keyframes",
+                    "loop_closures_accepted",
+                    "loop_closures_rejected",
+                    "last_optimisation_ms",
+                    "tracking_ms",
+                )
+            ]
         reconstruction = DiagnosticStatus(
             level=level, name="showroom: reconstruction", hardware_id=name, message=status.message, values=values
         )
