@@ -39,7 +39,7 @@ class SlamConfig:
     odometry_sigma_deg: float = 0.5
     closure_sigma_m: float = 0.02
     closure_sigma_deg: float = 1.0
-    robust_kernel: float = 1.0  # Cauchy scale (in sigmas) on closure edges
+    robust_kernel: float = 3.0  # Cauchy scale (in sigmas) on closure edges
     # --- map ------------------------------------------------------------------------------------
     gravity: str = "first_camera"  # where "up" comes from: GRAVITY_SOURCES (slam/gravity.py)
     camera_height: float = 1.0  # m above the floor of the first camera (gravity first_camera)

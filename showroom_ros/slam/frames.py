@@ -20,6 +20,7 @@ from showroom_ros.slam.config import SlamConfig
 MAX_WIDTH = 640  # larger images are tracked at this width (ORB and GICP gain nothing above it)
 THUMBNAIL = (40, 30)  # place-recognition descriptor: a blurred, normalised tiny image (PTAM-style)
 CLOUD_STRIDE = 4
+MIN_SIZE = 32  # smaller images carry no trackable features
 
 
 class FrameError(ValueError):
@@ -134,6 +135,8 @@ class FrameBuilder:
         if depth_m.ndim != 2:
             raise FrameError(f"slam needs a (H, W) depth image, got {depth_m.shape}")
         height, width = image.shape[:2]
+        if height < MIN_SIZE or width < MIN_SIZE:
+            raise FrameError(f"slam needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {width}x{height}")
         k, scale = _tracking_intrinsics(intrinsics, width, height)
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         if scale < 1.0:

@@ -7,6 +7,7 @@ concatenated with offsets. Clouds are stored downsampled and their covariances r
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def load_slam(path: str | os.PathLike[str], config: SlamConfig) -> RgbdSlam:
     try:
         with np.load(Path(path), allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
         raise SlamFileError(f"cannot read the SLAM file {path}: {error}") from error
     if int(arrays.get("version", -1)) != FORMAT_VERSION:
         raise SlamFileError(f"{path}: SLAM file version {arrays.get('version')} (this build reads {FORMAT_VERSION})")
