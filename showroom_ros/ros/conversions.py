@@ -15,6 +15,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, Quaternion, TransformStamped
 from nav_msgs.msg import OccupancyGrid as OccupancyGridMsg
+from nav_msgs.msg import Path as PathMsg
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA, Header
@@ -351,3 +352,13 @@ def occupancy_to_msg(grid: OccupancyGrid, header: Header) -> OccupancyGridMsg:
     msg.info.origin.orientation.w = 1.0
     msg.data = array.array("b", np.ascontiguousarray(data).tobytes())
     return msg
+
+
+def trajectory_to_path(frame_id: str, trajectory: list[tuple[int, np.ndarray]], stamp_ns: int) -> PathMsg:
+    """nav_msgs/Path of (stamp, camera-to-frame pose) pairs, each pose stamped with its own frame."""
+    path = PathMsg()
+    path.header.frame_id = frame_id
+    path.header.stamp = ns_to_stamp(stamp_ns)
+    for stamp, pose in trajectory:
+        path.poses.append(matrix_to_pose_stamped(pose, Header(stamp=ns_to_stamp(stamp), frame_id=frame_id)))
+    return path

@@ -29,6 +29,7 @@ from showroom_ros.ros.services import NodeServices
 from showroom_ros.ros.settings import NodeSettings
 from showroom_ros.ros.slam_tracking import SlamTracking
 from showroom_ros.ros.status import ModelWatch, StatusInputs
+from showroom_ros.ros.window_poses import WindowPoses
 from showroom_ros.ros.window_trigger import WindowTrigger
 
 
@@ -85,7 +86,11 @@ def build_parts(
         queue_size=s["map_queue_size"],
     )
     slam: SlamTracking | None = None
-    if s["pose_source"] == "slam":
+    windows: WindowPoses | None = None
+    if s["pose_source"] == "slam" and not s.topics.depth:  # a colour camera only: learned windows, chained
+        windows = WindowPoses(s.slam, publisher, s["map_frame"], logger)
+        poses: PoseSource = windows
+    elif s["pose_source"] == "slam":
         slam = SlamTracking(
             s.slam,
             node,
@@ -98,7 +103,7 @@ def build_parts(
             queue_size=s["slam_queue_size"],
         )
         mapping.slam = slam
-        poses: PoseSource = slam
+        poses = slam
     else:
         poses = make_pose_source(
             s["pose_source"], node, s.topics.poses, s["map_frame"], s.collector.sync_slop_ns, counters.reject, tf_failed
@@ -113,6 +118,8 @@ def build_parts(
     jobs = ReconstructionJobs(
         pipeline, backends, scheduler, outputs, mapping, generator, params, logger, publish_status, stopping
     )
+    if windows is not None:
+        jobs.place_window = windows.place
     inputs = CameraInputs(s.topics, params, collector, counters)
     trigger = WindowTrigger(
         params, s.continuous, collector, inputs, scheduler, jobs.reconstruct, logger, publish_status

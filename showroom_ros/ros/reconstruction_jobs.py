@@ -65,6 +65,8 @@ class ReconstructionJobs:
         self._stopping = stopping
         self._lock = threading.Lock()
         self._last = LastResult()
+        # pose_source slam with a colour camera only: moves each result into the map (ros/window_poses.py).
+        self.place_window: Callable[[Reconstruction, list[Keyframe]], Reconstruction] | None = None
 
     @property
     def last(self) -> LastResult:
@@ -86,6 +88,8 @@ class ReconstructionJobs:
         map_frame = self.params["map_frame"]
         try:
             result = self.pipeline.run(keyframes, self._progress)
+            if self.place_window is not None:
+                result = self.place_window(result, keyframes)
             if result.frame_id == "map":
                 result.frame_id = map_frame
             registration = getattr(self.backends.get(result.backend), "last_registration", None)

@@ -83,11 +83,8 @@ def check_topics(topics: Topics, pose_source: str) -> None:
             raise SettingsError(f"{name} has {len(listed)} entries but image_topics has {n}: lists align by index")
     if pose_source == "topic" and not topics.poses:
         raise SettingsError("pose_source is 'topic' but pose_topics is empty")
-    if pose_source == "slam" and (not topics.depth or n != 1):
-        raise SettingsError(
-            "pose_source 'slam' tracks one RGB-D camera: set one image topic with its depth_topics entry "
-            "(camera-only SLAM from learned windows is not built yet; docs/slam.md)"
-        )
+    if pose_source == "slam" and n != 1:
+        raise SettingsError(f"pose_source 'slam' follows one camera, but image_topics has {n}")
 
 
 def robot_map_config(p: dict[str, Any]) -> RobotMapConfig:
@@ -167,6 +164,11 @@ def node_settings(values: dict[str, Any]) -> NodeSettings:
     check_topics(topics, p["pose_source"])
     if p["min_keyframes"] > p["max_keyframes"]:
         raise SettingsError("min_keyframes must not exceed max_keyframes")
+    if p["pose_source"] == "slam" and not topics.depth and (p["window_overlap"] < 2 or not p["continuous"]):
+        raise SettingsError(
+            "pose_source 'slam' without depth_topics chains learned windows: it needs continuous true and "
+            "window_overlap >= 2 (the scale between windows comes from the keyframes they share)"
+        )
     collector = CollectorConfig(
         num_cameras=len(topics.images),
         use_depth=bool(topics.depth),

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Path as PathMsg
+from std_msgs.msg import Header
 
 from showroom_ros.capture.keyframes import Keyframe
 from showroom_ros.io.file_names import slam_file
@@ -238,27 +239,16 @@ class SlamTracking:
 
     # --- outputs ----------------------------------------------------------------------------------
     def _publish_pose(self, keyframe: Keyframe, pose: np.ndarray) -> None:
-        msg = PoseStamped()
-        msg.header.frame_id = self.map_frame
-        msg.header.stamp = conv.ns_to_stamp(keyframe.stamp_ns)
-        msg.pose = conv.matrix_to_pose(pose)
-        self.camera_pose_pub.publish(msg)
+        header = Header(stamp=conv.ns_to_stamp(keyframe.stamp_ns), frame_id=self.map_frame)
+        self.camera_pose_pub.publish(conv.matrix_to_pose_stamped(pose, header))
         if self._tf is not None and keyframe.frame_id:
             self._tf(self.map_frame, keyframe.frame_id, keyframe.stamp_ns, pose)
 
     def _publish_trajectory(self, stamp_ns: int) -> None:
         with self._lock:
             trajectory = self.slam.trajectory()
-        path = PathMsg()
-        path.header.frame_id = self.map_frame
-        path.header.stamp = conv.ns_to_stamp(max([stamp_ns, *(s for s, _ in trajectory)], default=0))
-        for stamp, pose in trajectory:
-            entry = PoseStamped()
-            entry.header.frame_id = self.map_frame
-            entry.header.stamp = conv.ns_to_stamp(stamp)
-            entry.pose = conv.matrix_to_pose(pose)
-            path.poses.append(entry)
-        self.trajectory_pub.publish(path)
+        newest = max([stamp_ns, *(stamp for stamp, _ in trajectory)])
+        self.trajectory_pub.publish(conv.trajectory_to_path(self.map_frame, trajectory, newest))
 
     def _rebuild_if_moved(self, slam: RgbdSlam) -> None:
         """After a closure: rebuild the map from the kept keyframes at their corrected poses, when any
