@@ -278,6 +278,9 @@ def main() -> None:
         "rate_hz": args.rate,
         "frames_sent": len(walk.send_times),
         "node": {
+            "frames_received": final.frames_received if final else None,
+            "frames_rejected": final.frames_rejected if final else None,
+            "last_rejection": final.last_rejection if final else None,
             "frames_tracked": tracked_count,
             "keyframes": compared,
             "ate_cm_keyframes_optimised": round(ate_keyframes * 100, 2),

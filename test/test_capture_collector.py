@@ -50,6 +50,24 @@ def test_throttle_decides_before_decoding():
     assert collector.should_evaluate(0, 200 * MS)
 
 
+@pytest.mark.parametrize(("camera_hz", "jitter_ms"), [(5.0, 20.0), (5.0, 0.0), (30.0, 8.0), (15.0, 15.0), (4.0, 30.0)])
+def test_throttle_takes_a_camera_at_the_rate_whole_and_a_faster_one_at_the_rate(camera_hz, jitter_ms):
+    """200 ms period: a 5 Hz camera with jitter keeps every frame (a plain "200 ms since the last" test
+    dropped about half); faster cameras average 5 Hz; slower ones keep every frame."""
+    collector = _collector(evaluation_period_ns=200 * MS)
+    rng = np.random.default_rng(int(camera_hz * 10 + jitter_ms))
+    image = _textured()
+    count, taken = 300, 0
+    for i in range(count):
+        now = int((i / camera_hz) * 1e9 + rng.uniform(-jitter_ms, jitter_ms) * MS) + 1000 * MS
+        if collector.should_evaluate(0, now):
+            collector.add_image(0, i, image, "cam", now_ns=now)
+            taken += 1
+    duration_s = count / camera_hz
+    expected = min(count, duration_s * 5.0)
+    assert abs(taken - expected) <= 0.03 * expected + 1, (taken, expected)
+
+
 def test_blurred_frame_is_rejected_and_sharp_frame_accepted():
     collector = _collector()
     blurred = cv2.GaussianBlur(_textured(), (0, 0), 8)

@@ -83,6 +83,7 @@ class KeyframeCollector:
         ]
         self._pending: list[deque[_Candidate]] = [deque() for _ in range(config.num_cameras)]
         self._last_evaluated_ns: list[int | None] = [None] * config.num_cameras
+        self._due_ns: list[int | None] = [None] * config.num_cameras  # when the throttle's next frame is due
         self._dropped: list[Outcome] = []
 
     # --- inputs -------------------------------------------------------------------------
@@ -98,10 +99,14 @@ class KeyframeCollector:
         return self._intrinsics[camera]
 
     def should_evaluate(self, camera: int, now_ns: int) -> bool:
-        """Cheap throttle, called before a frame is decoded at all."""
+        """Cheap throttle, called before a frame is decoded at all. It keeps a schedule (one frame per
+        period on average) and takes a frame up to a quarter period early, so a camera that publishes at
+        the evaluation rate with ordinary jitter has every frame taken, not about half of them."""
         self._check_camera(camera)
-        last = self._last_evaluated_ns[camera]
-        return last is None or now_ns - last >= self.config.evaluation_period_ns or now_ns < last
+        last, due = self._last_evaluated_ns[camera], self._due_ns[camera]
+        if last is None or due is None or now_ns < last:
+            return True
+        return now_ns >= due - self.config.evaluation_period_ns // 4
 
     def add_depth(
         self, camera: int, stamp_ns: int, depth_m: np.ndarray | Callable[[], np.ndarray], now_ns: int
@@ -116,6 +121,10 @@ class KeyframeCollector:
         """Consider one decoded colour frame (call only when :meth:`should_evaluate` said so)."""
         self._check_camera(camera)
         self._last_evaluated_ns[camera] = now_ns
+        period, due = self.config.evaluation_period_ns, self._due_ns[camera]
+        # On schedule: the next frame is due one period after this one was (early frames do not drift it);
+        # after a gap, one period from now.
+        self._due_ns[camera] = due + period if due is not None and abs(now_ns - due) < period else now_ns + period
         if self.buffer.is_full and self.map_sink is None:  # with a map, the frame is still wanted there
             return Outcome("rejected", camera, stamp_ns, "keyframe buffer is full (waiting for reconstruction)")
         decision = self.selector.evaluate(image)
@@ -147,6 +156,7 @@ class KeyframeCollector:
         self._pending = [deque() for _ in range(self.config.num_cameras)]
         self._dropped = []
         self._last_evaluated_ns = [None] * self.config.num_cameras
+        self._due_ns = [None] * self.config.num_cameras
 
     # --- internals ----------------------------------------------------------------------
     def _check_camera(self, camera: int) -> None:
