@@ -68,6 +68,19 @@ def test_throttle_takes_a_camera_at_the_rate_whole_and_a_faster_one_at_the_rate(
     assert abs(taken - expected) <= 0.03 * expected + 1, (taken, expected)
 
 
+@pytest.mark.parametrize("sink_rejected", [False, True])
+def test_a_blurred_frame_reaches_the_map_sink_only_when_asked(sink_rejected):
+    """pose_source slam sets sink_rejected: tracking must see a covered lens to report it lost."""
+    collector = _collector(sink_rejected=sink_rejected)
+    sunk = []
+    collector.map_sink = sunk.append
+    outcome = collector.add_image(0, 1, np.zeros((480, 640, 3), np.uint8), "cam", now_ns=0)
+    assert outcome.kind == "rejected" and "blur" in outcome.reason.lower()
+    assert len(sunk) == int(sink_rejected) and len(collector.buffer) == 0
+    assert collector.add_image(0, 2, _textured(), "cam", now_ns=300 * MS).kind == "accepted"
+    assert len(sunk) == 1 + int(sink_rejected) and len(collector.buffer) == 1
+
+
 def test_blurred_frame_is_rejected_and_sharp_frame_accepted():
     collector = _collector()
     blurred = cv2.GaussianBlur(_textured(), (0, 0), 8)

@@ -34,6 +34,7 @@ class CollectorConfig:
     wait_timeout_ns: int = 1_000_000_000  # how long a frame may wait for its CameraInfo, depth or pose
     max_pending: int = 8  # frames waiting per camera; the oldest is rejected beyond this
     depth_history: int = 30
+    sink_rejected: bool = False  # blurred frames still go to map_sink (SLAM must see a covered lens to say "lost")
     selector: KeyframeSelectorConfig = field(default_factory=KeyframeSelectorConfig)
 
 
@@ -54,6 +55,7 @@ class _Candidate:
     frame_id: str
     image: np.ndarray
     received_ns: int
+    rejection: str = ""  # not for the window buffer (blurred), but still for map_sink (sink_rejected)
 
 
 class KeyframeCollector:
@@ -128,9 +130,10 @@ class KeyframeCollector:
         if self.buffer.is_full and self.map_sink is None:  # with a map, the frame is still wanted there
             return Outcome("rejected", camera, stamp_ns, "keyframe buffer is full (waiting for reconstruction)")
         decision = self.selector.evaluate(image)
-        if not decision.accepted:
+        if not decision.accepted and not (self.config.sink_rejected and self.map_sink is not None):
             return Outcome("rejected", camera, stamp_ns, decision.reason)
-        candidate = _Candidate(camera, int(stamp_ns), frame_id, image, now_ns)
+        rejection = "" if decision.accepted else decision.reason
+        candidate = _Candidate(camera, int(stamp_ns), frame_id, image, now_ns, rejection)
         queue = self._pending[camera]
         if len(queue) >= max(1, self.config.max_pending):
             dropped = queue.popleft()
@@ -251,6 +254,8 @@ class KeyframeCollector:
         )
         if self.map_sink is not None:
             self.map_sink(keyframe)  # the same object the buffer may take: the map fuses it once either way
+        if candidate.rejection:
+            return Outcome("rejected", camera, candidate.stamp_ns, candidate.rejection)
         if self.buffer.is_full:
             return Outcome("rejected", camera, candidate.stamp_ns, "keyframe buffer is full")
         # Against every buffered keyframe: a camera that comes back must not add the same view twice.

@@ -174,6 +174,7 @@ def node_settings(values: dict[str, Any]) -> NodeSettings:
         use_depth=bool(topics.depth),
         separate_depth_camera=bool(topics.depth_info),
         require_pose=p["pose_source"] not in ("none", "slam"),  # slam: the pose comes after the frame
+        sink_rejected=p["pose_source"] == "slam",  # tracking sees a covered lens (and says "lost")
         require_intrinsics=bool(topics.camera_info),
         evaluation_period_ns=int(1e9 / p["evaluation_rate_hz"]),
         sync_slop_ns=int(p["sync_slop"] * 1e9),
