@@ -106,6 +106,17 @@ def test_launch_arguments_cover_topics_backend_output_and_rviz():
         assert value.elts[0].value in names
 
 
+def test_every_parameter_is_declared_once():
+    """One table drives all: a name declared twice would be declared with the first entry's default and
+    description only (this happened: publish_tf for keyframe frames and for SLAM)."""
+    from collections import Counter
+
+    from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS
+
+    twice = [name for name, count in Counter(p.name for p in SHOWROOM_PARAMETERS).items() if count > 1]
+    assert twice == []
+
+
 def test_parameter_file_matches_declared_parameters():
     from showroom_ros.ros.parameters import SHOWROOM_PARAMETERS
 
@@ -131,6 +142,7 @@ def test_rviz_config_reads_the_latched_topics():
         ("Map mesh", "/showroom/map_mesh"),
         ("Map cloud", "/showroom/map"),
         ("Occupancy", "/showroom/occupancy"),
+        ("SLAM trajectory", "/showroom/trajectory"),
     ):
         assert displays[name]["Topic"]["Value"] == topic
         assert displays[name]["Topic"]["Durability Policy"] == "Transient Local"

@@ -99,6 +99,13 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         "Memory for kept keyframe images (map rebuilds after a closure); beyond it the oldest images go",
         range=(16.0, 1e6),
     ),
+    Param("slam_publish_tf", True, "pose_source slam: publish TF map_frame -> the camera (or -> odom_frame)"),
+    Param(
+        "odom_frame",
+        "",
+        "pose_source slam: when set (and TF has odom_frame -> camera), TF carries map_frame -> odom_frame "
+        "(REP-105) instead of map_frame -> camera",
+    ),
     Param("slam_queue_size", 2, "Frames waiting for tracking; the oldest is dropped beyond this", range=(1, 64)),
     Param("depth_scale", 1000.0, "16UC1 depth units per metre", range=(1.0, 100000.0)),
     # keyframe selection

@@ -101,6 +101,8 @@ def build_parts(
             logger,
             localization_only=s["slam_localization_only"],
             queue_size=s["slam_queue_size"],
+            publish_tf=s["slam_publish_tf"],
+            odom_frame=s["odom_frame"],
         )
         mapping.slam = slam
         poses = slam

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TransformStamped
 from nav_msgs.msg import Path as PathMsg
 from std_msgs.msg import Header
 
@@ -66,6 +66,8 @@ class SlamTracking:
         logger: Callable[[], Any],
         localization_only: bool = False,
         queue_size: int = 2,
+        publish_tf: bool = True,
+        odom_frame: str = "",
     ) -> None:
         self.config = config
         self.map_frame = map_frame
@@ -77,7 +79,7 @@ class SlamTracking:
         self.queue_size = max(1, int(queue_size))
         self.trajectory_pub = publisher(PathMsg, "~/trajectory", LATCHED)
         self.camera_pose_pub = publisher(PoseStamped, "~/camera_pose", 10)
-        self._tf = _tf_broadcaster(node)
+        self._tf = make_slam_tf(node, map_frame, odom_frame, logger) if publish_tf else None
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._frames: deque[Keyframe] = deque()
@@ -242,7 +244,9 @@ class SlamTracking:
         header = Header(stamp=conv.ns_to_stamp(keyframe.stamp_ns), frame_id=self.map_frame)
         self.camera_pose_pub.publish(conv.matrix_to_pose_stamped(pose, header))
         if self._tf is not None and keyframe.frame_id:
-            self._tf(self.map_frame, keyframe.frame_id, keyframe.stamp_ns, pose)
+            problem = self._tf.publish(keyframe.frame_id, keyframe.stamp_ns, pose)
+            if problem:
+                self._say_once("tf", f"map -> odom not published: {problem} (said once)")
 
     def _publish_trajectory(self, stamp_ns: int) -> None:
         with self._lock:
@@ -283,27 +287,47 @@ def rebuild_keyframes(slam: RgbdSlam, map_frame: str) -> list[Keyframe]:
     return keyframes
 
 
-def _tf_broadcaster(node: Any) -> Callable[[str, str, int, np.ndarray], None] | None:
-    """map_frame -> camera on /tf where tf2_ros is installed (a real ROS 2); None here (no wheel)."""
-    try:
-        from geometry_msgs.msg import TransformStamped
-        from tf2_ros import TransformBroadcaster
-    except ImportError:
-        return None
-    broadcaster = TransformBroadcaster(node)
+class SlamTf:
+    """TF where tf2_ros is installed (a real ROS 2; it has no wheel here): ``map_frame`` -> the image's
+    frame, or with ``odom_frame`` set, ``map_frame`` -> ``odom_frame`` (REP-105: the odometry source keeps
+    publishing odom -> camera, and this corrects it, as RTAB-Map and slam_toolbox do)."""
 
-    def send(parent: str, child: str, stamp_ns: int, pose: np.ndarray) -> None:
+    def __init__(self, node: Any, map_frame: str, odom_frame: str) -> None:
+        from tf2_ros import Buffer, TransformBroadcaster, TransformListener  # ImportError: see make_slam_tf
+
+        self.map_frame, self.odom_frame = map_frame, odom_frame
+        self._broadcaster = TransformBroadcaster(node)
+        self._buffer = Buffer() if odom_frame else None
+        self._listener = TransformListener(self._buffer, node, spin_thread=False) if odom_frame else None
+
+    def publish(self, camera_frame: str, stamp_ns: int, map_from_camera: np.ndarray) -> str:
+        """Send the transform; '' or why not (a missing odom -> camera at that stamp)."""
+        from rclpy.time import Time
+
+        child, transform = camera_frame, map_from_camera
+        if self._buffer is not None:
+            try:
+                odom = self._buffer.lookup_transform(self.odom_frame, camera_frame, Time(nanoseconds=stamp_ns))
+            except Exception as error:  # tf2's exceptions share no importable base
+                return f"no {self.odom_frame} -> {camera_frame} at this frame's stamp: {type(error).__name__}"
+            child, transform = self.odom_frame, map_from_camera @ np.linalg.inv(conv.transform_to_matrix(odom))
         msg = TransformStamped()
-        msg.header.frame_id = parent
-        msg.header.stamp = conv.ns_to_stamp(stamp_ns)
-        msg.child_frame_id = child
-        p = conv.matrix_to_pose(pose)
-        msg.transform.translation.x, msg.transform.translation.y, msg.transform.translation.z = (
-            p.position.x,
-            p.position.y,
-            p.position.z,
-        )
-        msg.transform.rotation = p.orientation
-        broadcaster.sendTransform(msg)
+        msg.header.frame_id, msg.header.stamp, msg.child_frame_id = self.map_frame, conv.ns_to_stamp(stamp_ns), child
+        pose = conv.matrix_to_pose(transform)
+        msg.transform.translation.x = pose.position.x
+        msg.transform.translation.y = pose.position.y
+        msg.transform.translation.z = pose.position.z
+        msg.transform.rotation = pose.orientation
+        self._broadcaster.sendTransform(msg)
+        return ""
 
-    return send
+
+def make_slam_tf(node: Any, map_frame: str, odom_frame: str, logger: Callable[[], Any]) -> SlamTf | None:
+    try:
+        return SlamTf(node, map_frame, odom_frame)
+    except ImportError:
+        logger().warning(
+            "slam: TF is not published: tf2_ros is not installed here (a real ROS 2 has it); ~/camera_pose "
+            "and ~/trajectory carry the poses"
+        )
+        return None
