@@ -6,7 +6,7 @@ Run from the repository root (about 5 minutes on 2 idle cores)::
     python -P benchmarks/bench_slam_libraries.py --frames 60 --json   # fewer frames, JSON on stdout
     python -P benchmarks/bench_slam_libraries.py --rgbd-frames 60 --out output/slam_libraries.json
 
-Data: ``/work/shared/data/7scenes_redkitchen_walk`` (500 frames = every 2nd frame of a 30 Hz Kinect
+Data: ``../shared/data/7scenes_redkitchen_walk`` (500 frames = every 2nd frame of a 30 Hz Kinect
 sequence), subsampled every 3rd frame ("5 Hz": frames 0, 3, 6, ...: 167 frames). Depth uses
 K(585, 585, 320, 240); colour uses K(525, 525, 320, 240) with the same optical centre, so the colour
 of a depth pixel is a constant remap of the colour image (no depth needed).
@@ -56,7 +56,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-DATA = Path("/work/shared/data/7scenes_redkitchen_walk")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "7scenes_redkitchen_walk"  # ../shared beside the repo
 W, H = 640, 480
 F_DEPTH, F_COLOR, CX, CY = 585.0, 525.0, 320.0, 240.0
 DEPTH_MIN, DEPTH_MAX = 0.1, 4.0
