@@ -29,6 +29,7 @@ class SlamConfig:
     recent_excluded: int = 8  # keyframes this recent are not loop-closure candidates
     proximity_radius: float = 0.6  # m: candidates near the current estimate
     proximity_angle_deg: float = 45.0
+    proximity_candidates: int = 3  # the nearest this many are verified
     appearance_candidates: int = 3  # top keyframes by place-recognition score
     min_appearance_score: float = 0.75
     closure_min_inliers: int = 40

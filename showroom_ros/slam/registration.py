@@ -19,7 +19,7 @@ from showroom_ros.slam.frames import SlamFrame
 
 _MATCHER = cv2.BFMatcher(cv2.NORM_HAMMING)
 MIN_CONDITION = 1e-4  # smallest / largest GICP Hessian eigenvalue: below it the fit is degenerate
-GEOMETRY_ONLY_FITNESS = 0.75  # depth-only tracking (no feature agreement) needs more overlap ...
+GEOMETRY_ONLY_FITNESS = 0.65  # depth-only tracking (no feature agreement) needs more overlap ...
 GEOMETRY_ONLY_RMSE = 0.02  # ... and a smaller error (m)
 
 

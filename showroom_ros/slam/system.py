@@ -27,6 +27,8 @@ from showroom_ros.slam.registration import Registration, register
 
 TRACK_STATES = ("initialising", "tracking", "lost", "relocalised")
 MIN_FEATURES = 100  # fewer ORB keypoints: a covered lens or a blank wall
+GEOMETRY_ONLY_KEYFRAME_FITNESS = 0.8
+RECENT_LOSS_NS = 1_000_000_000  # lost for less than this: first try to go on from the last pose
 
 
 def _angle_deg(T: np.ndarray) -> float:
@@ -150,10 +152,13 @@ class RgbdSlam:
     def _wants_keyframe(self, registration: Registration) -> bool:
         c = self.config
         T = registration.T_target_source
+        # Tracked by depth alone (too few feature matches): a new reference sooner, before the overlap
+        # with the old one falls below what depth alone may track.
+        geometry_only = registration.pnp_inliers < c.min_pnp_inliers
         return (
             float(np.linalg.norm(T[:3, 3])) > c.keyframe_translation
             or _angle_deg(T) > c.keyframe_rotation_deg
-            or registration.fitness < c.keyframe_min_fitness
+            or registration.fitness < (GEOMETRY_ONLY_KEYFRAME_FITNESS if geometry_only else c.keyframe_min_fitness)
         )
 
     def _accept(self, frame: SlamFrame, pose: np.ndarray, key: int | None) -> None:
@@ -242,7 +247,7 @@ class RgbdSlam:
             distance = float(np.linalg.norm(other_pose[:3, 3] - pose[:3, 3]))
             if distance < c.proximity_radius and _angle_deg(np.linalg.inv(other_pose) @ pose) < c.proximity_angle_deg:
                 near.append((distance, other))
-        candidates = [other for _, other in sorted(near)[:3]]
+        candidates = [other for _, other in sorted(near)[: c.proximity_candidates]]
         for other, score in self.database.similar(frame.descriptor, c.appearance_candidates, exclude=recent):
             if score >= c.min_appearance_score and other not in candidates:
                 candidates.append(other)
@@ -259,8 +264,25 @@ class RgbdSlam:
         return closures
 
     def _relocalise(self, frame: SlamFrame, image: np.ndarray) -> TrackResult:
-        """Against the last reference first, then the most similar keyframes; verified as a closure."""
+        """Lost moments ago: the last reference from the last pose, as tracking would (a low-texture
+        stretch that broke tracking for a frame). Then the last reference and the most similar keyframes
+        without a prior, each verified as a closure."""
         c = self.config
+        recent = (
+            self._reference is not None
+            and self._last_pose is not None
+            and self._last_stamp is not None
+            and 0 < frame.stamp_ns - self._last_stamp <= RECENT_LOSS_NS
+        )
+        if recent:
+            reference_pose = self.graph.pose(self._reference)
+            prior = np.linalg.inv(reference_pose) @ self._last_pose
+            verified = register(
+                frame, self.database[self._reference].frame, c, prior_T_target_source=prior, geometry_only=True
+            )
+            pose = reference_pose @ verified.T_target_source
+            if verified.accepted and not self._too_fast(frame.stamp_ns, pose):
+                return self._found(frame, pose, self._reference)
         candidates = [] if self._reference is None else [self._reference]
         for other, _score in self.database.similar(frame.descriptor, 4):
             if other not in candidates:
@@ -275,18 +297,20 @@ class RgbdSlam:
                 max_rmse=c.closure_max_rmse,
             )
             if verified.accepted:
-                pose = self.graph.pose(other) @ verified.T_target_source
-                self.state = "relocalised"
-                self.reason = f"relocalised against keyframe {other}"
-                self.counters.relocalisations += 1
-                self._reference = other
-                self._last_pose = None
-                self._accept(frame, pose, None)
-                return TrackResult("relocalised", pose, self.reason)
-        self.reason = self.reason if self.state == "lost" else "not relocalised"
-        result = self._lose(self.reason or "not relocalised")
-        result.reason = f"not relocalised ({len(candidates)} keyframes tried); {self.reason}"
+                return self._found(frame, self.graph.pose(other) @ verified.T_target_source, other)
+        cause = self.reason or "not relocalised"
+        result = self._lose(cause)
+        result.reason = f"not relocalised ({len(candidates)} keyframes tried); {cause}"
         return result
+
+    def _found(self, frame: SlamFrame, pose: np.ndarray, keyframe: int) -> TrackResult:
+        self.state = "relocalised"
+        self.reason = f"relocalised against keyframe {keyframe}"
+        self.counters.relocalisations += 1
+        self._reference = keyframe
+        self._last_pose = None
+        self._accept(frame, pose, None)
+        return TrackResult("relocalised", pose, self.reason)
 
     def await_relocalisation(self, reason: str) -> None:
         """A loaded map: the next frames must relocalise in it before any is tracked."""
