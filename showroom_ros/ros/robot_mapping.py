@@ -250,9 +250,10 @@ class RobotMapping:
         )
         self.robot_map.reserve_ahead()  # grow the hash map now, not inside the next frame's integration
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, keyframes: list[Keyframe] | None = None) -> None:
         with self._lock:
-            keyframes, self._rebuild_keyframes = self._rebuild_keyframes, None
+            waiting, self._rebuild_keyframes = self._rebuild_keyframes, None
+        keyframes = keyframes or waiting
         if not keyframes or self.robot_map is None:
             return
         started = time.monotonic()
@@ -322,6 +323,8 @@ class RobotMapping:
 
     def save(self, name: str) -> tuple[str, list[str]]:
         robot_map = self._required()
+        if self.slam is not None:
+            self._rebuild(self.slam.corrected_keyframes())  # a correction still waiting goes in first
         if robot_map.pending:
             self._refresh()  # the saved mesh and grid include every fused keyframe
         if robot_map.block_count == 0:

@@ -16,6 +16,7 @@ keyframes' poses here by stamp.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ class SlamTracking:
         self._said: set[str] = set()
         self._state = SlamState("initialising", "waiting for the first RGB-D frame", 0, 0, 0, 0.0, 0.0, 0)
         self._closed = False
+        self._rebuild_due = False
+        self._rebuilt_at = -1e9
+        # Held while a frame is tracked: saving, loading and rebuilding read the SLAM between frames.
+        self._slam_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="showroom-slam", daemon=True)
         self._thread.start()
 
@@ -141,8 +146,7 @@ class SlamTracking:
         with self._lock:
             slam = self.slam
         path = slam_file(directory, name)
-        # The tracking thread may add a keyframe meanwhile; saving copies arrays, so take the lock.
-        with self._lock:
+        with self._slam_lock:  # between two frames
             save_slam(slam, path)
         return str(path)
 
@@ -155,7 +159,7 @@ class SlamTracking:
             )
         loaded = load_slam(path, self.config)
         loaded.localization_only = self.localization_only
-        with self._lock:
+        with self._slam_lock, self._lock:
             self.slam = loaded
             self._poses.clear()
             self._frames.clear()
@@ -165,7 +169,7 @@ class SlamTracking:
 
     def reset(self) -> None:
         """A new, empty SLAM (``~/clear_map``): the next frame starts a new map frame."""
-        with self._lock:
+        with self._slam_lock, self._lock:
             self.slam = self._new_slam()
             self._poses.clear()
             self._state = self._snapshot_of(self.slam, 0.0)
@@ -181,7 +185,8 @@ class SlamTracking:
                 keyframe = self._frames.popleft()
                 slam = self.slam
             try:
-                self._track(slam, keyframe)
+                with self._slam_lock:
+                    self._track(slam, keyframe)
             except Exception as error:  # never let tracking die: say it and go on with the next frame
                 self._logger().error(f"slam: {type(error).__name__}: {error}")
 
@@ -209,6 +214,8 @@ class SlamTracking:
         if result.optimised:
             self._publish_trajectory(keyframe.stamp_ns)
         if result.closures:
+            self._rebuild_due = True
+        if self._rebuild_due and time.monotonic() - self._rebuilt_at >= self.config.rebuild_period_s:
             self._rebuild_if_moved(slam)
 
     def _log_transition(self, before: str, result: TrackResult) -> None:
@@ -255,11 +262,23 @@ class SlamTracking:
         self.trajectory_pub.publish(conv.trajectory_to_path(self.map_frame, trajectory, newest))
 
     def _rebuild_if_moved(self, slam: RgbdSlam) -> None:
-        """After a closure: rebuild the map from the kept keyframes at their corrected poses, when any
-        keyframe moved more than ``rebuild_threshold`` since the map last saw it."""
-        keyframes = rebuild_keyframes(slam, self.map_frame)
+        """After closures: rebuild the map from the kept keyframes at their corrected poses, when any
+        keyframe moved more than ``rebuild_threshold`` since the map last saw it; at most once per
+        ``rebuild_period_s`` (a rebuild costs one integration per keyframe, and closures come in runs)."""
+        self._rebuild_due = False
+        self._rebuilt_at = time.monotonic()
+        keyframes = rebuild_keyframes(slam, self.map_frame)  # on the tracking thread, under _slam_lock
         if keyframes:
             self._rebuild_map(keyframes)
+
+    def corrected_keyframes(self) -> list[Keyframe]:
+        """A rebuild still waiting for its period, now (``~/save_map`` saves the corrected map)."""
+        with self._slam_lock:
+            if not self._rebuild_due:
+                return []
+            self._rebuild_due = False
+            self._rebuilt_at = time.monotonic()
+            return rebuild_keyframes(self.slam, self.map_frame)
 
 
 def rebuild_keyframes(slam: RgbdSlam, map_frame: str) -> list[Keyframe]:

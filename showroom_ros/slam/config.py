@@ -45,7 +45,8 @@ class SlamConfig:
     gravity: str = "first_camera"  # where "up" comes from: GRAVITY_SOURCES (slam/gravity.py)
     camera_height: float = 1.0  # m above the floor of the first camera (gravity first_camera)
     keyframe_memory_mb: float = 2048.0  # kept keyframes (for closures, relocalisation, map rebuilds)
-    rebuild_threshold: float = 0.01  # m: rebuild the map when a keyframe moved more than this
+    rebuild_threshold: float = 0.02  # m: rebuild the map when a keyframe moved more than this (a voxel)
+    rebuild_period_s: float = 10.0  # at most one map rebuild per this many seconds (closures come in runs)
 
     def __post_init__(self) -> None:
         if self.gravity not in GRAVITY_SOURCES:
