@@ -357,6 +357,8 @@ def main() -> None:
             "frames_rejected": final.frames_rejected if final else None,
             "last_rejection": final.last_rejection if final else None,
             "frames_tracked": tracked_count,
+            "frames_lost": final.tracking_frames_lost if final else None,
+            "frames_dropped_from_tracking_queue": final.tracking_frames_dropped if final else None,
             "keyframes": compared,
             "ate_cm_keyframes_optimised": round(ate_keyframes * 100, 2),
             "ate_cm_frames_causal": round(ate_frames * 100, 2),

@@ -106,7 +106,7 @@ SHOWROOM_PARAMETERS: tuple[Param, ...] = (
         "pose_source slam: when set (and TF has odom_frame -> camera), TF carries map_frame -> odom_frame "
         "(REP-105) instead of map_frame -> camera",
     ),
-    Param("slam_queue_size", 2, "Frames waiting for tracking; the oldest is dropped beyond this", range=(1, 64)),
+    Param("slam_queue_size", 4, "Frames waiting for tracking; the oldest is dropped beyond this", range=(1, 64)),
     Param("depth_scale", 1000.0, "16UC1 depth units per metre", range=(1.0, 100000.0)),
     # keyframe selection
     Param("min_keyframes", 3, "Fewest keyframes a reconstruction runs on", range=(2, 16)),

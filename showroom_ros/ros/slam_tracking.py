@@ -51,6 +51,7 @@ class SlamState:
     last_optimisation_ms: float
     tracking_ms: float
     dropped: int
+    lost: int = 0
 
 
 class SlamTracking:
@@ -239,6 +240,7 @@ class SlamTracking:
             c.last_optimisation_ms,
             tracking_ms,
             self._dropped,
+            c.lost_frames,
         )
 
     def _say_once(self, key: str, message: str) -> None:

@@ -91,6 +91,8 @@ class StatusReporter:
                 status.loop_closures_rejected = slam.closures_rejected
                 status.last_optimisation_ms = float(slam.last_optimisation_ms)
                 status.tracking_ms = float(slam.tracking_ms)
+                status.tracking_frames_lost = slam.lost
+                status.tracking_frames_dropped = slam.dropped
                 if slam.state == "lost":
                     notes = [f"tracking lost: {slam.reason}", *notes]
             errors, last_error = i.callback_errors()
@@ -135,6 +137,8 @@ class StatusReporter:
                     "loop_closures_rejected",
                     "last_optimisation_ms",
                     "tracking_ms",
+                    "tracking_frames_lost",
+                    "tracking_frames_dropped",
                 )
             ]
         reconstruction = DiagnosticStatus(
