@@ -320,3 +320,16 @@ def test_a_floor_plane_gives_up_and_the_cameras_height() -> None:
     up_in_camera = pose[2, :3]  # the map's z axis in camera coordinates
     np.testing.assert_allclose(up_in_camera, camera[2, :3], atol=0.02)
     assert floor_pose(in_camera[:100])[0] is None
+
+
+def test_localization_only_tracks_in_a_loaded_map_without_growing_it(shared_root, tmp_path) -> None:
+    frames = _walk(shared_root, 0, 180)
+    slam = RgbdSlam(SlamConfig())
+    for stamp, rgb, depth, _ in frames[:50]:
+        slam.track(stamp, rgb, depth, COLOUR_K, DEPTH_K)
+    loaded = load_slam(save_slam(slam, tmp_path / "room_slam.npz"), SlamConfig())
+    loaded.localization_only = True
+    keyframes = len(loaded.graph)
+    states = [loaded.track(s + 10**11, rgb, d, COLOUR_K, DEPTH_K).state for s, rgb, d, _ in frames[10:50]]
+    assert states[0] == "relocalised" and states.count("lost") == 0, states
+    assert len(loaded.graph) == keyframes and len(loaded.database) == keyframes
