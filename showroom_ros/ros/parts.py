@@ -127,6 +127,7 @@ def build_parts(
         params, s.continuous, collector, inputs, scheduler, jobs.reconstruct, logger, publish_status
     )
     inputs.handle = trigger.handle
+    trigger.keep_every_window = windows is not None
     # Every complete frame with depth (and pose), at the evaluation rate: to the map, or first to tracking.
     collector.map_sink = mapping.offer if slam is None else slam.offer
     services = NodeServices(node, group, scheduler, jobs, collector, poses, trigger.start, why_inactive, publish_status)

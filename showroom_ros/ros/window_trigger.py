@@ -31,6 +31,8 @@ class WindowTrigger:
     ) -> None:
         self.params = params
         self.continuous = continuous
+        # Camera-only SLAM chains each window to the one before: none may give way in the queue.
+        self.keep_every_window = False
         self.collector = collector
         self.inputs = inputs
         self.scheduler = scheduler
@@ -88,7 +90,7 @@ class WindowTrigger:
             why,
             self._reconstruct,
             continuous=self.continuous,
-            max_pending=int(self.params["max_pending_windows"]),
+            max_pending=1_000_000 if self.keep_every_window else int(self.params["max_pending_windows"]),
             overlap=int(self.params["window_overlap"]),
             superseded=self._superseded,
         )

@@ -106,11 +106,14 @@ def _depth_camera_points(
         depth_k = colour_k.scaled(depth.shape[1], depth.shape[0])
     elif (depth_k.width, depth_k.height) != (depth.shape[1], depth.shape[0]):
         depth_k = depth_k.scaled(depth.shape[1], depth.shape[0])
-    stride = max(1, round(CLOUD_STRIDE * depth.shape[1] / (colour_k.width / scale) * scale)) if scale else CLOUD_STRIDE
+    stride = max(1, round(CLOUD_STRIDE * depth.shape[1] / colour_k.width))  # the tracking grid's density
     clean = depth.copy()
     with np.errstate(invalid="ignore"):
         clean[~((clean >= config.min_depth) & (clean <= config.max_depth))] = np.nan
-    return backproject(clean, depth_k.matrix, stride)
+    points = backproject(clean, depth_k.matrix, stride)
+    # A nonsense CameraInfo (a focal length of a pixel) would spread the cloud over kilometres and stall
+    # GICP for seconds: keep points within a 150-degree field of view.
+    return points[(np.abs(points[:, 0]) <= 4 * points[:, 2]) & (np.abs(points[:, 1]) <= 4 * points[:, 2])]
 
 
 class FrameBuilder:

@@ -60,11 +60,15 @@ def save_slam(slam: RgbdSlam, path: str | os.PathLike[str]) -> Path:
     ):
         arrays[name], arrays[name + "_offsets"] = _ragged(parts, dtype, width)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full or read-only disk leaves nothing half-written behind
+        raise
     return path
 
 
