@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the walk player, bes
 import bench_walk as walk_bench
 
 from showroom_ros.geometry.camera import CameraIntrinsics
-from showroom_ros.geometry.similarity import umeyama
+from showroom_ros.geometry.similarity import trajectory_alignment, umeyama
 from showroom_ros.io.datasets import read_depth, read_rgb
 from showroom_ros.ros import conversions as conv
 from showroom_ros.ros.processes import export_ros_environment
@@ -95,16 +95,7 @@ def slam_parameters(output_dir: Path) -> dict[str, Any]:
 # --- the numbers ---------------------------------------------------------------------------------------
 def aligned(estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> tuple[np.ndarray, float, int]:
     """(4x4 SE(3) taking the estimate onto the truth, ATE RMSE in m, poses compared)."""
-    stamps = sorted(set(estimate) & set(truth))
-    if len(stamps) < 3:
-        return np.eye(4), float("nan"), len(stamps)
-    a = np.array([estimate[s][:3, 3] for s in stamps])
-    b = np.array([truth[s][:3, 3] for s in stamps])
-    fit = umeyama(a, b, with_scale=False)
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = fit.rotation, fit.translation
-    error = np.linalg.norm(a @ T[:3, :3].T + T[:3, 3] - b, axis=1)
-    return T, float(np.sqrt(np.mean(error**2))), len(stamps)
+    return trajectory_alignment(estimate, truth)
 
 
 def pose_alignment(estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> np.ndarray:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from showroom_ros.geometry.camera import CameraIntrinsics
-from showroom_ros.geometry.similarity import umeyama
+from showroom_ros.geometry.similarity import trajectory_alignment
 from showroom_ros.io.datasets import read_frame_index
 from showroom_ros.slam.config import SlamConfig
 from showroom_ros.slam.frames import FrameBuilder, FrameError
@@ -60,11 +60,7 @@ def _dining(shared_root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _ate(estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> float:
-    stamps = sorted(set(estimate) & set(truth))
-    a = np.array([estimate[s][:3, 3] for s in stamps])
-    b = np.array([truth[s][:3, 3] for s in stamps])
-    fit = umeyama(a, b, with_scale=False)
-    return float(np.sqrt(np.mean(np.sum((a @ fit.rotation.T + fit.translation - b) ** 2, axis=1))))
+    return trajectory_alignment(estimate, truth)[1]
 
 
 def _relative_error(T: np.ndarray, truth: np.ndarray) -> tuple[float, float]:

@@ -166,3 +166,21 @@ def umeyama(
             raise DegenerateGeometryError(f"the point sets do not correspond (estimated scale {scale:.3g} <= 0)")
     translation = target_mean - scale * rotation @ source_mean
     return Similarity(scale=scale, rotation=rotation, translation=translation)
+
+
+def trajectory_alignment(
+    estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray]
+) -> tuple[np.ndarray, float, int]:
+    """ATE the usual way: the SE(3) (4x4) taking the estimated camera positions onto the true ones over
+    the stamps both have, the RMSE of what is left (m), and how many poses were compared. Fewer than 3:
+    the identity and NaN."""
+    stamps = sorted(set(estimate) & set(truth))
+    if len(stamps) < 3:
+        return np.eye(4), float("nan"), len(stamps)
+    a = np.array([estimate[s][:3, 3] for s in stamps])
+    b = np.array([truth[s][:3, 3] for s in stamps])
+    fit = umeyama(a, b, with_scale=False)
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = fit.rotation, fit.translation
+    error = np.linalg.norm(a @ T[:3, :3].T + T[:3, 3] - b, axis=1)
+    return T, float(np.sqrt(np.mean(error**2))), len(stamps)
