@@ -228,18 +228,12 @@ def _truth(shared_root: Path, stamps_by_index: dict[int, int]) -> dict[int, np.n
 
 
 def _alignment(estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> tuple[np.ndarray, float]:
-    """(4x4 SE(3) taking estimate positions onto the truth's, ATE RMSE m) over the stamps both have."""
-    from showroom_ros.geometry.similarity import umeyama
+    """(4x4 SE(3) taking estimate positions onto the truth's, ATE RMSE m): the one ATE, at least 3 poses."""
+    from showroom_ros.geometry.similarity import trajectory_alignment
 
-    stamps = sorted(set(estimate) & set(truth))
-    assert len(stamps) >= 3, f"only {len(stamps)} poses to align"
-    a = np.array([estimate[s][:3, 3] for s in stamps])
-    b = np.array([truth[s][:3, 3] for s in stamps])
-    fit = umeyama(a, b, with_scale=False)
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = fit.rotation, fit.translation
-    error = np.linalg.norm(a @ T[:3, :3].T + T[:3, 3] - b, axis=1)
-    return T, float(np.sqrt(np.mean(error**2)))
+    T, ate, compared = trajectory_alignment(estimate, truth)
+    assert compared >= 3, f"only {compared} poses to align"
+    return T, ate
 
 
 def _position_errors(estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray], T: np.ndarray) -> dict:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from showroom_ros.capture.keyframes import Keyframe, KeyframeBuffer, KeyframeSelector, KeyframeSelectorConfig
+from showroom_ros.capture.newest_wins import NewestWins
 from showroom_ros.geometry.camera import CameraIntrinsics
 
 PoseLookup = Callable[[int, int, str], np.ndarray | None]
@@ -83,7 +84,7 @@ class KeyframeCollector:
         self._depths: list[deque[tuple[int, np.ndarray | Callable[[], np.ndarray]]]] = [
             deque(maxlen=config.depth_history) for _ in range(config.num_cameras)
         ]
-        self._pending: list[deque[_Candidate]] = [deque() for _ in range(config.num_cameras)]
+        self._pending: list[NewestWins[_Candidate]] = self._new_pending()
         self._last_evaluated_ns: list[int | None] = [None] * config.num_cameras
         self._due_ns: list[int | None] = [None] * config.num_cameras  # when the throttle's next frame is due
         self._dropped: list[Outcome] = []
@@ -134,29 +135,29 @@ class KeyframeCollector:
             return Outcome("rejected", camera, stamp_ns, decision.reason)
         rejection = "" if decision.accepted else decision.reason
         candidate = _Candidate(camera, int(stamp_ns), frame_id, image, now_ns, rejection)
-        queue = self._pending[camera]
-        if len(queue) >= max(1, self.config.max_pending):
-            dropped = queue.popleft()
-            # Reported through the next poll's outcomes would lose it; say it here instead.
+        gave_way = self._pending[camera].put(candidate)
+        if gave_way is not None:  # reported through the next poll's outcomes
             reason = f"too many frames waiting (max {self.config.max_pending})"
-            self._dropped.append(Outcome("rejected", camera, dropped.stamp_ns, reason))
-        queue.append(candidate)
+            self._dropped.append(Outcome("rejected", camera, gave_way.stamp_ns, reason))
         return self._try_complete(candidate, now_ns)
 
     def poll(self, now_ns: int) -> list[Outcome]:
         """Retry frames waiting for CameraInfo, depth or a pose; expire those that waited too long."""
         outcomes, self._dropped = self._dropped, []
         for queue in self._pending:
-            outcomes.extend(self._try_complete(candidate, now_ns) for candidate in list(queue))
+            outcomes.extend(self._try_complete(candidate, now_ns) for candidate in queue)
         return outcomes
 
     def pending(self) -> int:
         """How many frames wait for something."""
         return sum(len(queue) for queue in self._pending)
 
+    def _new_pending(self) -> list[NewestWins[_Candidate]]:
+        return [NewestWins(self.config.max_pending) for _ in range(self.config.num_cameras)]
+
     def clear(self) -> None:
         self.buffer.clear()
-        self._pending = [deque() for _ in range(self.config.num_cameras)]
+        self._pending = self._new_pending()
         self._dropped = []
         self._last_evaluated_ns = [None] * self.config.num_cameras
         self._due_ns = [None] * self.config.num_cameras

@@ -29,6 +29,7 @@ from typing import Any
 
 from showroom_ros.apps.map_session import load_map, save_map
 from showroom_ros.capture.keyframes import Keyframe
+from showroom_ros.capture.newest_wins import NewestWins
 from showroom_ros.io.file_names import map_files
 from showroom_ros.mapping.point_map import AccumulatedMap, MapAlignmentError, MapConfig
 from showroom_ros.mapping.robot_map import MapInputError, MapUpdate, RobotMap, RobotMapConfig
@@ -79,10 +80,9 @@ class RobotMapping:
         self.queue_size = max(1, int(queue_size))
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._keyframes: deque[Keyframe] = deque()
+        self._keyframes: NewestWins[Keyframe] = NewestWins(self.queue_size)
         self._ops: deque[tuple[Callable[[], Any], Future]] = deque()
         self._note, self._summary = "", "empty"
-        self._dropped = 0
         self._said_dropping = False
         self._closed = False
         self._busy = False
@@ -108,11 +108,8 @@ class RobotMapping:
         with self._wake:
             if self._closed:
                 return
-            if len(self._keyframes) >= self.queue_size:
-                self._keyframes.popleft()
-                self._dropped += 1
+            if self._keyframes.put(keyframe) is not None:
                 say, self._said_dropping = not self._said_dropping, True
-            self._keyframes.append(keyframe)
             self._wake.notify()
         if say:
             self._logger().warning(
@@ -150,8 +147,8 @@ class RobotMapping:
             robot_map = self.robot_map
             integrated = robot_map.keyframe_count if robot_map is not None else 0
             redundant = robot_map.redundant_count if robot_map is not None else 0
-            waiting = len(self._keyframes)
-            return MapState(self._note, self._summary, self.stamp_ns, integrated, waiting, self._dropped, redundant)
+            waiting, dropped = len(self._keyframes), self._keyframes.dropped
+            return MapState(self._note, self._summary, self.stamp_ns, integrated, waiting, dropped, redundant)
 
     def idle(self) -> bool:
         """Nothing queued or running (for tests and deactivation)."""
@@ -189,8 +186,7 @@ class RobotMapping:
                 op = self._ops.popleft() if self._ops else None
                 batch: list[Keyframe] = []
                 if op is None:  # services first; then every keyframe waiting, in one go
-                    batch = list(self._keyframes)
-                    self._keyframes.clear()
+                    batch = self._keyframes.drain()
                 self._busy = True
             try:
                 if op is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from nav_msgs.msg import Path as PathMsg
 from std_msgs.msg import Header
 
 from showroom_ros.capture.keyframes import Keyframe
+from showroom_ros.capture.newest_wins import NewestWins
 from showroom_ros.io.file_names import slam_file
 from showroom_ros.ros import conversions as conv
 from showroom_ros.ros.qos import LATCHED
@@ -84,9 +85,8 @@ class SlamTracking:
         self._tf = make_slam_tf(node, map_frame, odom_frame, logger) if publish_tf else None
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._frames: deque[Keyframe] = deque()
+        self._frames: NewestWins[Keyframe] = NewestWins(self.queue_size)
         self._poses: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._dropped = 0
         self._said: set[str] = set()
         self._state = SlamState("initialising", "waiting for the first RGB-D frame", 0, 0, 0, 0.0, 0.0, 0)
         self._closed = False
@@ -124,10 +124,7 @@ class SlamTracking:
         with self._wake:
             if self._closed:
                 return
-            if len(self._frames) >= self.queue_size:
-                self._frames.popleft()
-                self._dropped += 1
-            self._frames.append(keyframe)
+            self._frames.put(keyframe)
             self._wake.notify()
 
     def snapshot(self) -> SlamState:
@@ -183,7 +180,7 @@ class SlamTracking:
                     self._wake.wait()
                 if self._closed:
                     return
-                keyframe = self._frames.popleft()
+                keyframe = self._frames.pop()
                 slam = self.slam
             try:
                 with self._slam_lock:
@@ -239,7 +236,7 @@ class SlamTracking:
             c.closures_rejected,
             c.last_optimisation_ms,
             tracking_ms,
-            self._dropped,
+            self._frames.dropped,
             c.lost_frames,
         )
 

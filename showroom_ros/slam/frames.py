@@ -54,16 +54,24 @@ def _tracking_intrinsics(intrinsics: CameraIntrinsics, width: int, height: int) 
     return k, scale
 
 
+def _depth_grid_intrinsics(
+    depth: np.ndarray, depth_k: CameraIntrinsics | None, colour_k: CameraIntrinsics
+) -> CameraIntrinsics:
+    """The depth image's intrinsics at its own size; without its own CameraInfo it is registered to the
+    colour camera, possibly at another resolution."""
+    height, width = depth.shape[:2]
+    if depth_k is None:
+        return colour_k.scaled(width, height)
+    return depth_k if (depth_k.width, depth_k.height) == (width, height) else depth_k.scaled(width, height)
+
+
 def depth_on_colour_grid(
     depth_m: np.ndarray, depth_k: CameraIntrinsics | None, colour_k: CameraIntrinsics
 ) -> np.ndarray:
     """Depth resampled (nearest) to ``colour_k``'s pixel grid: metres, NaN where there is none."""
     width, height = colour_k.width, colour_k.height
     depth = np.asarray(depth_m, dtype=np.float32)
-    if depth_k is None:  # registered to colour, possibly at another resolution
-        depth_k = colour_k.scaled(depth.shape[1], depth.shape[0])
-    elif (depth_k.width, depth_k.height) != (depth.shape[1], depth.shape[0]):
-        depth_k = depth_k.scaled(depth.shape[1], depth.shape[0])
+    depth_k = _depth_grid_intrinsics(depth, depth_k, colour_k)
     u = (np.arange(width, dtype=np.float32) - colour_k.cx) / colour_k.fx * depth_k.fx + depth_k.cx
     v = (np.arange(height, dtype=np.float32) - colour_k.cy) / colour_k.fy * depth_k.fy + depth_k.cy
     map_x = np.broadcast_to(u[None, :], (height, width)).astype(np.float32)
@@ -98,14 +106,10 @@ def _depth_camera_points(
     depth_k: CameraIntrinsics | None,
     colour_k: CameraIntrinsics,
     config: SlamConfig,
-    scale: float,
 ) -> np.ndarray:
     """The GICP cloud from the depth image on its own grid (resampling it first would quantise it)."""
     depth = np.asarray(depth_m, dtype=np.float32)
-    if depth_k is None:
-        depth_k = colour_k.scaled(depth.shape[1], depth.shape[0])
-    elif (depth_k.width, depth_k.height) != (depth.shape[1], depth.shape[0]):
-        depth_k = depth_k.scaled(depth.shape[1], depth.shape[0])
+    depth_k = _depth_grid_intrinsics(depth, depth_k, colour_k)
     stride = max(1, round(CLOUD_STRIDE * depth.shape[1] / colour_k.width))  # the tracking grid's density
     clean = depth.copy()
     with np.errstate(invalid="ignore"):
@@ -161,7 +165,7 @@ class FrameBuilder:
         points = np.stack(
             [(pixels[:, 0] - K[0, 2]) * z / K[0, 0], (pixels[:, 1] - K[1, 2]) * z / K[1, 1], z], axis=1
         ).astype(np.float32)
-        raw = _depth_camera_points(depth_m, depth_intrinsics, k, self.config, scale)
+        raw = _depth_camera_points(depth_m, depth_intrinsics, k, self.config)
         if len(raw) < 30:
             raw = np.zeros((0, 3))
         cloud, tree = small_gicp.preprocess_points(raw, downsampling_resolution=self.config.cloud_voxel)
