@@ -18,7 +18,8 @@ pytest.importorskip("showroom_ros.models", reason="the Fast3R model package is n
 
 from showroom_ros.distillation.config import ConfigError, DistillConfig
 from showroom_ros.distillation.data import collate_views
-from showroom_ros.distillation.trainer import Distiller, lr_factor
+from showroom_ros.distillation.runtime import lr_factor
+from showroom_ros.distillation.trainer import Distiller
 from showroom_ros.models import Fast3R
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

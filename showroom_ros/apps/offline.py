@@ -5,9 +5,10 @@ Not every user starts from a live robot. This module turns what they have on dis
 the node's own :class:`~showroom_ros.capture.keyframes.KeyframeSelector` (folders) or
 :class:`~showroom_ros.capture.collector.KeyframeCollector` (bags), so ``showroom reconstruct`` and the node
 reconstruct the same views. Bags are read with ``rosbags`` (no ROS install needed); camera poses come
-from the bag's ``/tf`` and ``/tf_static`` through :class:`TransformBuffer`, a small ROS-free TF
-buffer that interpolates the camera frame's pose in a fixed frame at each image stamp. Messages are
-decoded by :mod:`showroom_ros.io.sensor_messages`, the node's own decoder, and poses interpolated by
+from the bag's ``/tf`` and ``/tf_static`` through
+:class:`~showroom_ros.geometry.transform_tree.TransformBuffer`, a small ROS-free TF buffer that
+interpolates the camera frame's pose in a fixed frame at each image stamp. Messages are decoded by
+:mod:`showroom_ros.io.sensor_messages`, the node's own decoder, and poses interpolated by
 :func:`showroom_ros.geometry.poses.interpolate_pose`, the node's own rule.
 """
 
@@ -24,7 +25,8 @@ import numpy as np
 from showroom_ros.capture.collector import CollectorConfig, KeyframeCollector
 from showroom_ros.capture.keyframes import Keyframe, KeyframeBuffer, KeyframeSelector, KeyframeSelectorConfig
 from showroom_ros.geometry.camera import CameraIntrinsics
-from showroom_ros.geometry.poses import PoseHistory, StampOutOfRange, interpolate_pose, rigid_pose
+from showroom_ros.geometry.poses import PoseHistory, rigid_pose
+from showroom_ros.geometry.transform_tree import TransformBuffer, TransformError, strip_frame
 from showroom_ros.io.console import ProgressFactory, silent
 from showroom_ros.io.datasets import DatasetError, find_index, load_frame_folder, read_frame_index, read_rgb
 from showroom_ros.io.sensor_messages import (
@@ -47,10 +49,6 @@ class OfflineInputError(ValueError):
     """The path cannot be used as it is; the one-line message says why and what to change."""
 
 
-class TransformError(LookupError):
-    """No transform between two frames at a stamp (not connected, or outside the recorded time)."""
-
-
 @dataclass
 class OfflineInput:
     """Keyframes read from a path, plus what a user should know about how they were chosen."""
@@ -63,158 +61,6 @@ class OfflineInput:
     rejections: Counter[str] = field(default_factory=Counter)
     names: list[str] = field(default_factory=list)  # one label per keyframe (file name or topic@stamp)
     fixed_frame: str | None = None  # the frame the keyframe poses are in, when a bag said so
-
-
-# --- TF ------------------------------------------------------------------------------------------
-
-
-def _strip(frame: str) -> str:
-    return frame.strip().lstrip("/")
-
-
-@dataclass
-class _Edge:
-    """Transforms of one child frame in its parent frame (``T_parent_child``) over time.
-
-    The tree's storage rules live here (a re-published static transform replaces the old one; samples
-    may arrive out of order and are sorted once); the value at a stamp is :func:`interpolate_pose`'s.
-    """
-
-    parent: str
-    static: bool
-    stamps: list[int] = field(default_factory=list)
-    poses: list[np.ndarray] = field(default_factory=list)
-    _sorted: bool = True
-
-    def add(self, stamp_ns: int, pose: np.ndarray) -> None:
-        if self.static:
-            self.stamps, self.poses = [stamp_ns], [pose]
-            return
-        if self.stamps and stamp_ns < self.stamps[-1]:
-            self._sorted = False
-        self.stamps.append(stamp_ns)
-        self.poses.append(pose)
-
-    def at(self, stamp_ns: int, tolerance_ns: int, child: str) -> np.ndarray:
-        """``T_parent_child`` at the stamp (a static edge holds at every stamp)."""
-        if self.static:
-            return self.poses[0].copy()
-        if not self._sorted:
-            order = sorted(range(len(self.stamps)), key=self.stamps.__getitem__)
-            self.stamps = [self.stamps[i] for i in order]
-            self.poses = [self.poses[i] for i in order]
-            self._sorted = True
-        try:
-            return interpolate_pose(self.stamps, self.poses, stamp_ns, tolerance_ns)
-        except StampOutOfRange as error:
-            raise TransformError(
-                f"no transform {self.parent} -> {child} at {stamp_ns / 1e9:.3f} s: it is {error.side} one "
-                f"(recorded from {error.first_ns / 1e9:.3f} s to {error.last_ns / 1e9:.3f} s)"
-            ) from None
-
-
-class TransformBuffer:
-    """The transform tree of a recording (``/tf`` + ``/tf_static``), queried at any recorded stamp.
-
-    Like tf2, every frame has one parent; a lookup walks both frames up to their common ancestor and
-    composes the edges, each interpolated at the stamp by :func:`interpolate_pose` (linear translation,
-    slerp rotation). It does not extrapolate: a stamp outside an edge's recorded span is an error unless
-    it is within ``tolerance_ns`` of the nearest sample. Built once from a whole bag, so unlike a live buffer it
-    can interpolate at an image stamp with samples recorded after the image.
-    """
-
-    def __init__(self, tolerance_ns: int = 50_000_000) -> None:
-        self.tolerance_ns = int(tolerance_ns)
-        self._edges: dict[str, _Edge] = {}
-        self.invalid_transforms = 0
-
-    def __len__(self) -> int:
-        return len(self._edges)
-
-    def add(
-        self,
-        parent: str,
-        child: str,
-        stamp_ns: int,
-        translation: Sequence[float],
-        quaternion_xyzw: Sequence[float],
-        static: bool = False,
-    ) -> bool:
-        """Record ``T_parent_child``; returns False (and counts it) for a non-finite or zero rotation."""
-        parent, child = _strip(parent), _strip(child)
-        t = np.asarray(translation, dtype=np.float64).reshape(3)
-        q = np.asarray(quaternion_xyzw, dtype=np.float64).reshape(4)
-        norm = float(np.linalg.norm(q))
-        if not parent or not child or parent == child or not np.all(np.isfinite(t)) or not (norm > 1e-6):
-            self.invalid_transforms += 1
-            return False
-        edge = self._edges.get(child)
-        if edge is None or edge.parent != parent or edge.static != static:
-            edge = self._edges[child] = _Edge(parent, static)
-        edge.add(int(stamp_ns), rigid_pose(t, q / norm))
-        return True
-
-    def add_message(self, message: Any, static: bool = False) -> int:
-        """Add the transforms of a tf2_msgs/TFMessage (rosbags or rclpy); returns how many were valid."""
-        added = 0
-        for transform in message.transforms:
-            translation = transform.transform.translation
-            rotation = transform.transform.rotation
-            added += self.add(
-                transform.header.frame_id,
-                transform.child_frame_id,
-                stamp_to_ns(transform.header.stamp),
-                (translation.x, translation.y, translation.z),
-                (rotation.x, rotation.y, rotation.z, rotation.w),
-                static=static,
-            )
-        return added
-
-    @property
-    def frames(self) -> set[str]:
-        return set(self._edges) | {edge.parent for edge in self._edges.values()}
-
-    def _chain(self, frame: str) -> list[str]:
-        chain = [frame]
-        while chain[-1] in self._edges:
-            parent = self._edges[chain[-1]].parent
-            if parent in chain:  # a loop in a malformed recording: stop rather than spin
-                break
-            chain.append(parent)
-        return chain
-
-    def root(self, frame: str) -> str:
-        """The top of ``frame``'s tree (``map`` or ``odom`` on most robots)."""
-        return self._chain(_strip(frame))[-1]
-
-    def lookup(self, target_frame: str, source_frame: str, stamp_ns: int) -> np.ndarray:
-        """``T_target_source`` (4x4): maps points in ``source_frame`` into ``target_frame`` at the stamp."""
-        target, source = _strip(target_frame), _strip(source_frame)
-        known = self.frames
-        for name in (target, source):
-            if name not in known:
-                listed = ", ".join(sorted(known)[:12]) or "none"
-                raise TransformError(f"frame '{name}' is not in the TF tree (frames: {listed})")
-        if target == source:
-            return np.eye(4)
-        source_chain, target_chain = self._chain(source), self._chain(target)
-        common = next((frame for frame in source_chain if frame in set(target_chain)), None)
-        if common is None:
-            raise TransformError(
-                f"frames '{target}' and '{source}' are not connected in TF "
-                f"(their trees have roots '{target_chain[-1]}' and '{source_chain[-1]}')"
-            )
-        return np.linalg.inv(self._to_ancestor(target_chain, common, stamp_ns)) @ self._to_ancestor(
-            source_chain, common, stamp_ns
-        )
-
-    def _to_ancestor(self, chain: list[str], ancestor: str, stamp_ns: int) -> np.ndarray:
-        """``T_ancestor_frame`` for ``frame = chain[0]``."""
-        result = np.eye(4)
-        for child in chain[: chain.index(ancestor)]:
-            edge = self._edges[child]
-            result = edge.at(stamp_ns, self.tolerance_ns, child) @ result
-        return result
 
 
 # --- what kind of path ---------------------------------------------------------------------------
@@ -491,6 +337,23 @@ def _resolve_topics(topics: dict[str, str], options: BagOptions, path: Path) -> 
     return resolved, notes
 
 
+def add_tf_message(tf: TransformBuffer, message: Any, static: bool = False) -> int:
+    """Add the transforms of a tf2_msgs/TFMessage (rosbags or rclpy); returns how many were valid."""
+    added = 0
+    for transform in message.transforms:
+        translation = transform.transform.translation
+        rotation = transform.transform.rotation
+        added += tf.add(
+            transform.header.frame_id,
+            transform.child_frame_id,
+            stamp_to_ns(transform.header.stamp),
+            (translation.x, translation.y, translation.z),
+            (rotation.x, rotation.y, rotation.z, rotation.w),
+            static=static,
+        )
+    return added
+
+
 def _decode_depth(message: Any, msgtype: str, depth_scale: float) -> np.ndarray:
     """A depth Image or compressedDepth message in metres (NaN: no depth)."""
     raw = compressed_depth_to_array(message) if msgtype == COMPRESSED_TYPE else depth_image_to_array(message)
@@ -571,13 +434,13 @@ def load_bag(
                     except MessageError as error:
                         info_errors[connection.topic] = str(error)
                 elif connection.topic == options.pose_topic:
-                    pose_frames[_strip(message.header.frame_id)] += 1
+                    pose_frames[strip_frame(message.header.frame_id)] += 1
                     p, q = message.pose.position, message.pose.orientation
                     t, r = np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w])
                     if np.all(np.isfinite(t)) and np.all(np.isfinite(r)) and np.linalg.norm(r) > 1e-6:
                         pose_samples.append((stamp_to_ns(message.header.stamp), rigid_pose(t, r)))
                 elif connection.msgtype == TF_TYPE:
-                    tf.add_message(message, static="static" in connection.topic)
+                    add_tf_message(tf, message, static="static" in connection.topic)
         finally:
             bar.close()
         # Recording order is not stamp order: the history is filled sorted, so it never restarts.
@@ -596,7 +459,7 @@ def load_bag(
         pose_state: dict[str, Any] = {"fixed": options.fixed_frame, "error": "", "frame": None}
         if options.pose_topic and pose_frames:
             pose_frame = pose_frames.most_common(1)[0][0]
-            if len(pose_frames) > 1 or (options.fixed_frame and _strip(options.fixed_frame) != pose_frame):
+            if len(pose_frames) > 1 or (options.fixed_frame and strip_frame(options.fixed_frame) != pose_frame):
                 raise OfflineInputError(
                     f"poses on {options.pose_topic} are in frame(s) {', '.join(sorted(pose_frames))}, "
                     f"not one fixed frame{f' {options.fixed_frame}' if options.fixed_frame else ''}"
@@ -620,7 +483,7 @@ def load_bag(
                 if pose is None:
                     pose_state["error"] = f"no pose on {options.pose_topic} near {stamp_ns / 1e9:.3f} s"
                 return pose
-            frame = _strip(options.camera_frame or frame_id)
+            frame = strip_frame(options.camera_frame or frame_id)
             if not frame:
                 raise OfflineInputError(
                     f"images on {options.image_topic} have no header.frame_id: "

@@ -15,14 +15,10 @@ and decoder are re-copied from the teacher, which must be the same checkpoint.
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
-import math
-import os
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from showroom_ros.distillation.config import KNOWN_HEADS, ConfigError, DistillConfig
+from showroom_ros.distillation.config import ConfigError, DistillConfig
 from showroom_ros.distillation.data import (
     DataError,
     ResumableBatchSampler,
@@ -50,205 +46,15 @@ from showroom_ros.distillation.losses import (
     pointmap_error,
     scale_aligned_error,
 )
+from showroom_ros.distillation.metrics_log import MetricsLog
+from showroom_ros.distillation.runtime import DistEnv, init_distributed, lr_factor, resolve_dtype
+from showroom_ros.distillation.students import build_student, configure_trainable, load_teacher, make_optimizer
 from showroom_ros.io.console import progress_bar
-from showroom_ros.models.dtypes import TORCH_DTYPES
 
 LOG = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_DIR = "checkpoints"
-BACKBONE_PREFIXES = ("encoder.", "decoder.")
-HEAD_MODULES = {"global": "downstream_head", "local": "downstream_head_local"}
-
-
-# ---------------------------------------------------------------------- processes and devices
-
-
-@dataclass
-class DistEnv:
-    """Where this process sits in a (possibly single-process) run."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` = this process's GPU when there is one, else the CPU."""
-    if preference == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {preference!r} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
-
-
-def init_distributed(device_preference: str = "auto") -> DistEnv:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single-process env."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_preference, local_rank)
-    if world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` = bf16 on a GPU, fp32 on the CPU (bf16 matmuls are slow on most CPUs)."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return TORCH_DTYPES[name]
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """Multiplier of the base LR at optimiser step ``step`` (0-based): linear warm-up then cosine decay."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# ---------------------------------------------------------------------- models
-
-
-def load_teacher(source: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """The frozen teacher: eval mode, no gradients, in ``dtype`` on ``device``."""
-    from showroom_ros.models import Fast3R
-
-    teacher = Fast3R.from_pretrained(source, device=device, dtype=dtype)
-    teacher.eval()
-    teacher.requires_grad_(False)
-    return teacher
-
-
-def build_student(teacher: nn.Module, student_init: str | None = None) -> nn.Module:
-    """ShowRoom's student: half-width DPT heads, encoder and decoder copied from the (fp32) teacher."""
-    from showroom_ros.models import Fast3R, student_config
-
-    if student_init:
-        student = Fast3R.from_pretrained(student_init, device="cpu", dtype=torch.float32)
-    else:
-        student = Fast3R(student_config(teacher.config))
-        for name in ("encoder", "decoder"):
-            source = {
-                k: v.detach().to("cpu", torch.float32) for k, v in getattr(teacher, name).state_dict().items()
-            }
-            getattr(student, name).load_state_dict(source, strict=True)
-    return student
-
-
-def configure_trainable(
-    student: nn.Module, freeze_backbone: bool, heads: set[str]
-) -> list[tuple[str, nn.Parameter]]:
-    """Set ``requires_grad``: the heads some loss uses, plus the backbone when it is not frozen."""
-    for name, param in student.named_parameters():
-        if name.startswith(BACKBONE_PREFIXES):
-            param.requires_grad_(not freeze_backbone)
-        else:
-            module = name.split(".", 1)[0]
-            head = next((h for h, m in HEAD_MODULES.items() if m == module), None)
-            param.requires_grad_(head is None or head in heads)
-    unused = [
-        h for h in KNOWN_HEADS if h not in heads and getattr(student, HEAD_MODULES[h], None) is not None
-    ]
-    for head in unused:
-        LOG.warning(
-            "no loss uses the %s head: it stays at its random initialisation; add it to loss.dense_heads "
-            "or loss.feature_heads to train it",
-            head,
-        )
-    return [(n, p) for n, p in student.named_parameters() if p.requires_grad]
-
-
-def make_optimizer(named: list[tuple[str, nn.Parameter]], cfg: DistillConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on weight matrices and conv kernels only (not biases or LayerNorm gains)."""
-    decay = [p for _, p in named if p.ndim >= 2]
-    no_decay = [p for _, p in named if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
-
-
-# ---------------------------------------------------------------------- logging
-
-
-class MetricsLog:
-    """CSV files (always) and TensorBoard (when installed and enabled), written by rank 0 only."""
-
-    def __init__(self, directory: Path, enabled: bool, tensorboard: bool, resume_step: int) -> None:
-        self.enabled = enabled
-        self.directory = directory
-        self.writer = None
-        if not enabled:
-            return
-        directory.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.csv", "eval.csv"):
-            _truncate_csv(directory / name, resume_step)
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(directory / "tensorboard"), purge_step=resume_step or None)
-            except ImportError:
-                LOG.warning("tensorboard is not installed (pip install tensorboard); logging to CSV only")
-
-    def write(self, name: str, row: dict[str, Any], step: int, prefix: str) -> None:
-        if not self.enabled:
-            return
-        path = self.directory / name
-        new = not path.exists() or path.stat().st_size == 0
-        if not new:
-            with path.open(newline="") as handle:
-                header = next(csv.reader(handle), [])
-            if header != list(row):
-                new = True  # columns changed (e.g. different losses after a resume): start the file over
-        with path.open("w" if new else "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-        if self.writer is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"{prefix}/{key}", value, step)
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-def _truncate_csv(path: Path, step: int) -> None:
-    """Drop rows logged after ``step`` (a crashed run logged steps that the resumed run will redo)."""
-    if not path.exists():
-        return
-    if step == 0:
-        path.unlink()
-        return
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    if not rows:
-        return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
-    with path.open("w", newline="") as handle:
-        csv.writer(handle).writerows(kept)
 
 
 # ---------------------------------------------------------------------- the trainer
@@ -274,8 +80,7 @@ def split_rooms(cfg: DistillConfig) -> tuple[list[Room], list[Room]]:
     elif d.val_holdout:
         if d.val_holdout >= len(train):
             raise ConfigError(
-                f"data.val_holdout: holding out {d.val_holdout} rooms leaves none of the {len(train)} "
-                "for training"
+                f"data.val_holdout: holding out {d.val_holdout} rooms leaves none of the {len(train)} for training"
             )
         train, val = train[: -d.val_holdout], train[-d.val_holdout :]
     if not train:
@@ -286,9 +91,7 @@ def split_rooms(cfg: DistillConfig) -> tuple[list[Room], list[Room]]:
 class Distiller:
     """Build everything from a :class:`DistillConfig`; :meth:`fit` trains, evaluates, checkpoints, exports."""
 
-    def __init__(
-        self, config: DistillConfig, resume: str | Path | None = None, env: DistEnv | None = None
-    ) -> None:
+    def __init__(self, config: DistillConfig, resume: str | Path | None = None, env: DistEnv | None = None) -> None:
         self.cfg = config
         self.env = env or init_distributed(config.train.device)
         env, cfg = self.env, config
@@ -323,9 +126,7 @@ class Distiller:
         # ---- models: the teacher in fp32 first so the student copies full-precision backbone weights
         LOG.info("loading teacher %s", cfg.model.teacher)
         teacher = load_teacher(cfg.model.teacher, torch.device("cpu"), torch.float32)
-        random_ids = cfg.model.image_ids == "random" and bool(
-            teacher.config.decoder.random_image_idx_embedding
-        )
+        random_ids = cfg.model.image_ids == "random" and bool(teacher.config.decoder.random_image_idx_embedding)
         self.train_set = RoomViewsDataset(
             train_rooms,
             sample_stride=d.sample_stride,
@@ -348,9 +149,7 @@ class Distiller:
         if self.val_set is not None and env.is_main:
             batches = fixed_batches(self.val_set, self.local_batch, cfg.train.eval_batches or None)
             val_keys = [[(0, i) for i in b] for b in batches]
-            self.val_loader = make_loader(
-                self.val_set, val_keys, min(d.num_workers, 2), d.prefetch_factor, pin
-            )
+            self.val_loader = make_loader(self.val_set, val_keys, min(d.num_workers, 2), d.prefetch_factor, pin)
         LOG.info(
             "training data: %s; validation: %s",
             self.train_set.describe(),
@@ -403,9 +202,7 @@ class Distiller:
             self.total_steps = cfg.train.max_steps
         else:
             assert cfg.train.epochs is not None
-            self.total_steps = max(
-                1, int(cfg.train.epochs * self.sampler.batches_per_epoch / batches_per_step)
-            )
+            self.total_steps = max(1, int(cfg.train.epochs * self.sampler.batches_per_epoch / batches_per_step))
         o = cfg.optim
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, o.warmup_steps, self.total_steps, o.min_lr_ratio)
@@ -427,8 +224,7 @@ class Distiller:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
         LOG.info(
-            "student: %.2fM parameters, %.2fM trainable; teacher %.2fM; %d optimiser steps of %d rooms x "
-            "%d views",
+            "student: %.2fM parameters, %.2fM trainable; teacher %.2fM; %d optimiser steps of %d rooms x %d views",
             _count(self.student) / 1e6,
             sum(p.numel() for _, p in self.trainable) / 1e6,
             _count(self.teacher) / 1e6,
@@ -472,15 +268,11 @@ class Distiller:
         with torch.no_grad():
             return self.teacher(batch["views"], image_ids=batch["image_ids"], autocast_dtype=self.teacher_amp)
 
-    def student_outputs(
-        self, batch: dict[str, Any], model: nn.Module | None = None
-    ) -> list[dict[str, torch.Tensor]]:
+    def student_outputs(self, batch: dict[str, Any], model: nn.Module | None = None) -> list[dict[str, torch.Tensor]]:
         amp = None if self.amp_dtype == torch.float32 else self.amp_dtype
         return (model or self.model)(batch["views"], image_ids=batch["image_ids"], autocast_dtype=amp)
 
-    def forward_backward(
-        self, batch: dict[str, Any], loss_scale: float = 1.0, sync: bool = True
-    ) -> LossResult:
+    def forward_backward(self, batch: dict[str, Any], loss_scale: float = 1.0, sync: bool = True) -> LossResult:
         """Teacher and student forward on one micro-batch, then backward of ``loss_scale`` x the objective.
 
         ``sync=False`` skips DDP's gradient all-reduce (all micro-batches of an accumulation but the last).
@@ -565,11 +357,7 @@ class Distiller:
                     last_logged = self._log_train(window, window_steps, time.perf_counter() - window_start)
                     progress.set_postfix_str(f"loss={last_logged['loss']:.4g}")
                     window, window_steps, window_start = {}, 0, time.perf_counter()
-                if (
-                    self.val_set is not None
-                    and cfg.train.eval_every
-                    and self.step % cfg.train.eval_every == 0
-                ):
+                if self.val_set is not None and cfg.train.eval_every and self.step % cfg.train.eval_every == 0:
                     self.evaluate()
                 if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
                     self.save_checkpoint()
@@ -739,17 +527,14 @@ class Distiller:
             now = self.cfg.to_dict()[section] if key is None else self.cfg.to_dict()[section][key]
             if before != now:
                 LOG.warning(
-                    "resuming with %s%s = %r (checkpoint had %r): the run will not match an "
-                    "uninterrupted one",
+                    "resuming with %s%s = %r (checkpoint had %r): the run will not match an uninterrupted one",
                     section,
                     f".{key}" if key else "",
                     now,
                     before,
                 )
         if state.get("total_steps") != self.total_steps:
-            LOG.warning(
-                "the schedule length changed (%s -> %s steps)", state.get("total_steps"), self.total_steps
-            )
+            LOG.warning("the schedule length changed (%s -> %s steps)", state.get("total_steps"), self.total_steps)
         LOG.info(
             "resumed from %s at step %d (epoch %d, batch %d)",
             path,

@@ -1,8 +1,8 @@
 """Poses over time: the one rule for "where was this frame at stamp t", and the node's bounded history.
 
 :func:`interpolate_pose` is the single interpolation owner: the node's :class:`PoseHistory` (a pose
-topic) and the bag reader's TF tree (``apps/offline.py`` ``TransformBuffer``, per edge) both answer
-through it, so a pose read live and one read from a bag at the same stamp agree.
+topic) and the bag reader's TF tree (:class:`~showroom_ros.geometry.transform_tree.TransformBuffer`, per
+edge) both answer through it, so a pose read live and one read from a bag at the same stamp agree.
 """
 
 from __future__ import annotations
