@@ -99,7 +99,7 @@ def test_the_parameter_table_and_the_cli_use_these_very_tuples() -> None:
 
 def test_tables_keyed_by_the_names_cover_exactly_them() -> None:
     torch = pytest.importorskip("torch")
-    from showroom_ros.models import engine_cache, engines
+    from showroom_ros.models import engine_backends, engine_cache, engines
     from showroom_ros.models.dtypes import TORCH_DTYPES, dtype_name, resolve_dtype
 
     assert tuple(TORCH_DTYPES) == COMPUTE_DTYPES and ("auto", *COMPUTE_DTYPES) == DTYPES
@@ -109,7 +109,7 @@ def test_tables_keyed_by_the_names_cover_exactly_them() -> None:
     with pytest.raises(ValueError, match="resolve 'auto' first"):
         resolve_dtype("auto")
     built = set(ENGINES) - {"auto", "torch"}  # auto measures, torch is the eager model itself
-    assert set(engines._BUILDERS) == set(engines._LOADERS) == built
+    assert set(engine_backends.BUILDERS) == set(engine_backends.LOADERS) == built
     assert set(engines.AUTO_CANDIDATES) == built
     assert ("auto", *ENGINE_PRECISIONS) == ENGINE_PRECISION_CHOICES
     assert engine_cache.DEFAULT_MAX_BYTES == ENGINE_CACHE_MAX_GB * 10**9

@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from torch import nn
 from showroom_ros.models.config import Fast3RConfig
 from showroom_ros.models.dpt_head import pointmap_activation
 from showroom_ros.models.dtypes import dtype_name
+from showroom_ros.models.engine_backends import BUILDERS, LOADERS, Runner, inference_threads
 from showroom_ros.models.engine_cache import default_max_bytes, mark_used, trim_cache
 from showroom_ros.models.names import ENGINE_PRECISIONS, ENGINES
 
@@ -176,165 +176,6 @@ class NetworkGraph(nn.Module):
         return (raw_global,) if raw_local is None else (raw_global, raw_local)
 
 
-Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
-
-
-# --- the engines ---------------------------------------------------------------------------------------
-
-
-def _threads() -> int:
-    return max(1, torch.get_num_threads())
-
-
-def _build_compile(graph: NetworkGraph, directory: Path, precision: str, example: tuple[torch.Tensor, ...]) -> None:
-    """Nothing to export: inductor keeps its own cache (pointed into ``directory`` by :func:`_load_compile`)."""
-    del graph, directory, precision, example
-
-
-def _load_compile(graph: NetworkGraph, directory: Path, precision: str) -> Runner:
-    # Inductor's own artefact cache lives beside ours unless the user chose one; freezing folds the
-    # weights into the graph so it can pre-pack them for oneDNN (the measured gain on CPU).
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(directory.parent / "inductor"))
-    # Static shapes: one compilation per view count (3-5 keyframes, plus the probe's 2). The dynamic graph
-    # inductor makes at the second count ran at 1.30x eager torch's time on ViT-L (docs/benchmarks.md).
-    compiled = torch.compile(graph, dynamic=False, options={"freezing": True})
-
-    def run(images: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        amp = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-        with torch.no_grad(), amp:
-            return tuple(out.float() for out in compiled(images, ids))
-
-    return run
-
-
-def _export_onnx(graph: NetworkGraph, path: Path, example: tuple[torch.Tensor, ...]) -> None:
-    outputs = ["raw_global", "raw_local"] if graph.has_local else ["raw_global"]
-    dynamic = {"images": {0: "views_x_batch"}, "image_ids": {0: "batch", 1: "views"}}
-    dynamic |= {name: {0: "views_x_batch"} for name in outputs}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: H, W fixed
-        torch.onnx.export(
-            graph,
-            example,
-            str(path),
-            input_names=["images", "image_ids"],
-            output_names=outputs,
-            dynamic_axes=dynamic,
-            opset_version=17,
-            dynamo=False,
-            external_data=True,
-        )
-
-
-def _build_onnxruntime(graph: NetworkGraph, directory: Path, precision: str, example: tuple[torch.Tensor, ...]) -> None:
-    _export_onnx(graph, directory / "network.onnx", example)
-    if precision == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(
-            str(directory / "network.onnx"),
-            str(directory / "network.int8.onnx"),
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul", "Gemm"],
-            use_external_data_format=True,
-        )
-
-
-def _load_onnxruntime(graph: NetworkGraph, directory: Path, precision: str) -> Runner:
-    import onnxruntime as ort
-
-    del graph
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = _threads()
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    name = "network.int8.onnx" if precision == "int8" else "network.onnx"
-    session = ort.InferenceSession(str(directory / name), options, providers=["CPUExecutionProvider"])
-
-    def run(images: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        feeds = {"images": images.detach().float().contiguous().numpy(), "image_ids": ids.detach().long().numpy()}
-        return tuple(torch.from_numpy(out) for out in session.run(None, feeds))
-
-    return run
-
-
-def _build_openvino(graph: NetworkGraph, directory: Path, precision: str, example: tuple[torch.Tensor, ...]) -> None:
-    import openvino as ov
-
-    del precision  # one f32 IR; the precision is a compile-time hint
-    height, width = example[0].shape[-2:]
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        converted = ov.convert_model(
-            graph,
-            example_input=example,
-            input=[ov.PartialShape([-1, 3, height, width]), ov.PartialShape([-1, -1])],
-        )
-    ov.save_model(converted, str(directory / "network.xml"), compress_to_fp16=False)
-
-
-class _OpenVINORunner:
-    """The IR compiled for the shape at hand: static shapes run faster on the CPU plugin than dynamic ones.
-
-    Measured: the dynamic-views IR ran at 1.23x eager torch's time, the same IR reshaped to the call's
-    shape before compiling faster than eager (docs/benchmarks.md). Only the latest shape is kept compiled
-    (each compiled model holds its own copy of the weights); ``CACHE_DIR`` keeps the compiled blobs on disk
-    beside the IR, so a change of view count costs a blob import, not a compile.
-    """
-
-    def __init__(self, directory: Path, precision: str) -> None:
-        import openvino as ov
-
-        self._ov = ov
-        self._core = ov.Core()
-        self._core.set_property({"CACHE_DIR": str(directory / "compiled")})
-        self._source = self._core.read_model(str(directory / "network.xml"))
-        hint = {"fp32": "f32", "bf16": "bf16"}[precision]
-        self._config = {
-            "INFERENCE_NUM_THREADS": _threads(),
-            "INFERENCE_PRECISION_HINT": hint,
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        self._shape: tuple[tuple[int, ...], tuple[int, ...]] | None = None
-        self._compiled: Any = None
-        self._request: Any = None
-        self.executed = self._executed_precision()
-
-    def _executed_precision(self) -> str:
-        """What the CPU plugin makes of the hint (f32 where bf16 is not native), asked of a one-op model."""
-        ops = self._ov.opset13
-        x = ops.parameter([1, 4], self._ov.Type.f32)
-        probe = self._ov.Model([ops.relu(x)], [x])
-        value = self._core.compile_model(probe, "CPU", self._config).get_property("INFERENCE_PRECISION_HINT")
-        name = value.to_string() if hasattr(value, "to_string") else str(value)
-        return {"f32": "fp32", "bf16": "bf16"}.get(name, name)
-
-    def __call__(self, images: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        shape = (tuple(images.shape), tuple(ids.shape))
-        if shape != self._shape:
-            self._compiled = self._request = None  # release the previous shape's weights first
-            model = self._source.clone()
-            model.reshape(
-                {
-                    model.input(0): self._ov.PartialShape(list(shape[0])),
-                    model.input(1): self._ov.PartialShape(list(shape[1])),
-                }
-            )
-            self._compiled = self._core.compile_model(model, "CPU", self._config)
-            self._request = self._compiled.create_infer_request()
-            self._shape = shape
-        self._request.infer([images.detach().float().contiguous().numpy(), ids.detach().long().numpy()])
-        outputs = range(len(self._compiled.outputs))
-        return tuple(torch.from_numpy(self._request.get_output_tensor(i).data.copy()) for i in outputs)
-
-
-def _load_openvino(graph: NetworkGraph, directory: Path, precision: str) -> Runner:
-    del graph
-    return _OpenVINORunner(directory, precision)
-
-
-_BUILDERS = {"compile": _build_compile, "onnxruntime": _build_onnxruntime, "openvino": _build_openvino}
-_LOADERS = {"compile": _load_compile, "onnxruntime": _load_onnxruntime, "openvino": _load_openvino}
 
 
 # --- gate, cache and selection ----------------------------------------------------------------------------
@@ -538,7 +379,7 @@ class NetworkEngine:
         meta = _read_meta(directory)
         if meta is not None and meta.get("key") == key:
             try:
-                runner = _LOADERS[engine](graph, directory, self.precision)
+                runner = LOADERS[engine](graph, directory, self.precision)
             except Exception as error:  # a damaged artefact is rebuilt, not trusted
                 LOG.warning("engine cache %s unusable (%s): rebuilding", directory, error)
             else:
@@ -586,8 +427,8 @@ class NetworkEngine:
         try:
             images, ids = probe_inputs(self.model, size)
             with torch.no_grad():
-                _BUILDERS[engine](graph, staging, self.precision, (images, ids))
-                runner = _LOADERS[engine](graph, staging, self.precision)
+                BUILDERS[engine](graph, staging, self.precision, (images, ids))
+                runner = LOADERS[engine](graph, staging, self.precision)
                 candidate = runner(images, ids)
                 reference = graph(images, ids)
             difference = pointmap_difference(self.model, reference, candidate)
@@ -601,7 +442,7 @@ class NetworkEngine:
         mark_used(directory)
         trim_cache(self.cache_dir, self.cache_max_bytes)
         if engine == "openvino":  # its runner compiles per shape from files: point it at the final folder
-            runner = _LOADERS[engine](graph, directory, self.precision)
+            runner = LOADERS[engine](graph, directory, self.precision)
         return runner, difference  # an ONNX Runtime session or a compiled graph holds its data in memory
 
     def _report(
@@ -649,7 +490,7 @@ def _cpu_signature() -> str:
     except OSError:
         text = ""
     lines = {line.split(":")[0].strip(): line for line in text.splitlines() if ":" in line}
-    return f"{lines.get('model name', '')}|{lines.get('flags', '')}|{_threads()}"
+    return f"{lines.get('model name', '')}|{lines.get('flags', '')}|{inference_threads()}"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
