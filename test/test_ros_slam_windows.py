@@ -5,7 +5,15 @@ here: plumbing, not quality) chained through their shared keyframes into ``map_f
 from __future__ import annotations
 
 import pytest
-from ros_harness import LATCHED_QOS, REPO_ROOT, NodeProcess, requires_ros, ros_init_for_tests, spin_until
+from ros_harness import (
+    LATCHED_QOS,
+    REPO_ROOT,
+    NodeProcess,
+    call_service,
+    requires_ros,
+    ros_init_for_tests,
+    spin_until,
+)
 
 pytestmark = [requires_ros, pytest.mark.ros]
 
@@ -21,7 +29,6 @@ CAMERA_ONLY = {
     "window_overlap": 2,
     "autosave": False,
     "build_mesh": False,
-    "volumetric_map": False,
     "model_input_size": 256,
     "model_dtype": "fp32",
     "min_image_motion": 0.0,
@@ -29,11 +36,15 @@ CAMERA_ONLY = {
 
 
 def test_camera_only_windows_are_chained_into_the_map_frame(tmp_path, shared_root) -> None:
+    """Chained into map_frame; then ~/load_map is refused (the chain is not saved: windows could not be
+    placed in a loaded map) and ~/clear_map starts a new chain with an empty ~/trajectory."""
     from nav_msgs.msg import Path as PathMsg
     from rclpy.node import Node
+    from std_srvs.srv import Trigger
 
     from showroom_ros.models import Fast3R, Fast3RConfig
     from showroom_ros.msg import ReconstructionStatus
+    from showroom_ros.srv import LoadMap
 
     weights = tmp_path / "tiny_fast3r"
     Fast3R(Fast3RConfig.from_json_file(shared_root / "fixtures/fast3r/tiny_golden_config.json")).save_pretrained(
@@ -73,6 +84,17 @@ def test_camera_only_windows_are_chained_into_the_map_frame(tmp_path, shared_roo
         assert "placed in map" in log and "not placed" not in log, log[-3000:]
         done = [s for s in statuses if s.num_points > 0]
         assert done and done[-1].frame_id == "map" and not done[-1].metric  # photos alone: no metric scale
+
+        refused = call_service(client, LoadMap, "/showroom/load_map", LoadMap.Request(name="any"), 60)
+        assert not refused.success and "window chain is not saved" in refused.message, refused.message
+        cleared = call_service(client, Trigger, "/showroom/clear_map", Trigger.Request(), 60)
+        assert cleared.success, cleared.message
+        assert spin_until(client, lambda: not paths[-1].poses, 30), len(paths[-1].poses)
+        # The next window starts the new chain: its trajectory holds that window's keyframes only.
+        emptied = len(paths)
+        assert spin_until(client, lambda: not node.alive() or len(paths) > emptied, 240), node.log()[-3000:]
+        assert 0 < len(paths[emptied].poses) <= CAMERA_ONLY["max_keyframes"], len(paths[emptied].poses)
+        assert node.alive() and "Traceback" not in node.log(), node.log()[-3000:]
     finally:
         if replay is not None:
             replay.stop()

@@ -89,6 +89,7 @@ def build_parts(
     windows: WindowPoses | None = None
     if s["pose_source"] == "slam" and not s.topics.depth:  # a colour camera only: learned windows, chained
         windows = WindowPoses(s.slam, publisher, s["map_frame"], logger)
+        mapping.windows = windows
         poses: PoseSource = windows
     elif s["pose_source"] == "slam":
         slam = SlamTracking(

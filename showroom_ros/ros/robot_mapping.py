@@ -90,6 +90,7 @@ class RobotMapping:
         self._logged_at = -1e9
         self.stamp_ns = 0  # the newest keyframe the map includes (this thread's)
         self.slam: Any = None  # the SLAM part (pose_source: slam): saved, loaded and cleared with the map
+        self.windows: Any = None  # camera-only SLAM's window chain: cleared with the map, never saved
         self._rebuild_keyframes: list[Keyframe] | None = None
         self._thread = threading.Thread(target=self._run, name="showroom-map", daemon=True)
         self._thread.start()
@@ -334,6 +335,11 @@ class RobotMapping:
 
     def load(self, name: str) -> tuple[str, int]:
         self._required()
+        if self.windows is not None:
+            raise ValueError(
+                "pose_source slam with a colour camera only cannot load a map: its window chain is not saved, "
+                "so new windows could not be placed in the loaded one (docs/slam.md)"
+            )
         assert self.config is not None
         loaded, update = load_map(map_files(self.output_dir, name)["volume"], self.config)
         slam_message = self.slam.load(self.output_dir, name) if self.slam is not None else ""
@@ -360,6 +366,8 @@ class RobotMapping:
         self.point_map.clear()
         if self.slam is not None:
             self.slam.reset()
+        if self.windows is not None:
+            self.windows.reset()
         with self._lock:
             self._keyframes.clear()
         self.outputs.clear(self.frame_id)

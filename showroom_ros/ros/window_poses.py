@@ -49,8 +49,11 @@ class WindowPoses:
         pass
 
     def reset(self) -> None:
+        """A new, empty chain (``~/clear_map``): the next window starts a new map frame, as RGB-D SLAM's
+        reset does; ``~/trajectory`` is emptied."""
         with self._lock:
             self.chain = WindowChain(self.config)
+        self._publish([], 0)
 
     # --- on the worker, after a window's reconstruction -------------------------------------------
     def place(self, result: Reconstruction, keyframes: list[Keyframe]) -> Reconstruction:
