@@ -440,6 +440,7 @@ def main() -> None:
             ),
             "resources": walk_bench.resource_numbers(walk),
             "map_lag_s": walk_bench.lag_numbers(walk),
+            "map_rebuilds_s": walk_bench.percentiles(walk.rebuild_seconds),
             "exit_code": walk.node_exit,
             "log_tracebacks": walk.node_log_tracebacks,
         },

@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import sys
 import tempfile
 import threading
@@ -265,6 +266,7 @@ class Walk:
     save: dict[str, Any] = field(default_factory=dict)
     node_exit: int | None = None
     node_log_tracebacks: int = 0
+    rebuild_seconds: list[float] = field(default_factory=list)  # map rebuilds after loop closures (SLAM)
     own_cpu_s: float = 0.0
 
 
@@ -351,7 +353,11 @@ def run_walk(
         walk.statuses = list(client.statuses)
     walk.samples = list(sampler.samples)
     walk.node_exit = node.process.returncode
-    walk.node_log_tracebacks = node.log_path.read_text(errors="replace").count("Traceback")
+    node_log = node.log_path.read_text(errors="replace")
+    walk.node_log_tracebacks = node_log.count("Traceback")
+    walk.rebuild_seconds = [
+        float(v) for v in re.findall(r"rebuilt from \d+ keyframes after a loop closure in ([\d.]+) s", node_log)
+    ]
     return walk
 
 
