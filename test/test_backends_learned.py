@@ -272,7 +272,7 @@ def test_pose_from_known_intrinsics_recovers_a_synthetic_camera():
 
 
 def test_auto_dtype_uses_bf16_only_on_cpus_that_compute_it_natively(tmp_path):
-    from showroom_ros.backends.learned import cpu_has_native_bf16, resolve_compute_dtype
+    from showroom_ros.models.devices import cpu_has_native_bf16, resolve_compute_dtype
 
     x86 = tmp_path / "x86"
     x86.write_text("processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16\n")

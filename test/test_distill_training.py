@@ -18,7 +18,7 @@ pytest.importorskip("showroom_ros.models", reason="the Fast3R model package is n
 
 from showroom_ros.distillation.config import ConfigError, DistillConfig
 from showroom_ros.distillation.data import collate_views
-from showroom_ros.distillation.runtime import lr_factor
+from showroom_ros.distillation.runtime import lr_factor, resolve_device
 from showroom_ros.distillation.trainer import Distiller
 from showroom_ros.models import Fast3R
 
@@ -257,3 +257,19 @@ def test_ddp_two_gloo_processes_match_one_process(
     a, b = _csv(tmp_path / "single" / "metrics.csv"), _csv(tmp_path / "ddp" / "metrics.csv")
     for key in ("loss", "loss_rkd_distance", "loss_rkd_angle", "loss_dense"):
         assert [float(r[key]) for r in b] == pytest.approx([float(r[key]) for r in a], rel=1e-4)
+
+
+def test_train_device_follows_the_models_device_rule() -> None:
+    """One rule for devices (models.devices): training and inference accept and refuse the same names."""
+    from showroom_ros.models.devices import resolve_device as model_device
+
+    assert resolve_device("auto") == torch.device(model_device("auto"))
+    assert resolve_device(" CPU ") == torch.device("cpu")
+    for refused in ("tpu", "mps", ""):
+        with pytest.raises(ConfigError, match=r"train\.device: unknown device"):
+            resolve_device(refused)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            resolve_device("cuda", local_rank=1)
+    else:
+        assert resolve_device("cuda", local_rank=0) == torch.device("cuda:0")

@@ -543,10 +543,7 @@ def test_a_stop_signal_while_loops_close_and_the_slam_state_is_saved_exits_0_wit
             while not temporary.exists() and time.monotonic() < deadline:
                 time.sleep(0.0002)
             seen = temporary.exists()
-            started = time.monotonic()
-            node.process.send_signal(signum)
-            code = node.wait(timeout=10)
-            elapsed = time.monotonic() - started
+            code, elapsed = node.signal_and_wait(signum)
             client.destroy_client(save_client)
         finally:
             stop.set()

@@ -338,10 +338,7 @@ def test_a_stop_signal_mid_integration_exits_0_within_2_s_and_leaves_no_partial_
         save_client = client.create_client(SaveReconstruction, "/showroom/save_map")
         save_client.call_async(SaveReconstruction.Request(name="mid"))  # a save queued behind the integration
         walker.spin(0.1)
-        started = time.monotonic()
-        node.process.send_signal(signum)
-        code = node.wait(timeout=10)
-        elapsed = time.monotonic() - started
+        code, elapsed = node.signal_and_wait(signum)
         client.destroy_client(save_client)
     finally:
         stop.set()

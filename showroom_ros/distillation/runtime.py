@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from showroom_ros.distillation.config import ConfigError
+from showroom_ros.models.devices import resolve_device as resolve_model_device
 from showroom_ros.models.dtypes import TORCH_DTYPES
 
 
@@ -33,15 +34,11 @@ class DistEnv:
 
 
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` = this process's GPU when there is one, else the CPU."""
-    if preference == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(preference)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {preference!r} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
+    """``auto`` = this process's GPU when there is one, else the CPU (models.devices' rule)."""
+    try:
+        return torch.device(resolve_model_device(preference, local_rank))
+    except ValueError as error:
+        raise ConfigError(f"train.device: {error}") from None
 
 
 def init_distributed(device_preference: str = "auto") -> DistEnv:

@@ -114,6 +114,14 @@ class NodeProcess:
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
 
+    def signal_and_wait(self, signum: int, timeout: float = 10.0) -> tuple[int, float]:
+        """Send ``signum`` and wait for the exit: (exit code, seconds from the signal to the exit), what the
+        "every state stops within 2 s" rule is judged on."""
+        sent = time.monotonic()
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=timeout)
+        return code, time.monotonic() - sent
+
     def stop(self) -> None:
         if self.alive():
             self.process.send_signal(2)  # SIGINT: the node's normal shutdown path
