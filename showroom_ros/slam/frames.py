@@ -48,10 +48,7 @@ class SlamFrame:
 
 def _tracking_intrinsics(intrinsics: CameraIntrinsics, width: int, height: int) -> tuple[CameraIntrinsics, float]:
     scale = min(1.0, MAX_WIDTH / width)
-    k = intrinsics.scaled(width, height) if (intrinsics.width, intrinsics.height) != (width, height) else intrinsics
-    if scale < 1.0:
-        k = k.scaled(round(width * scale), round(height * scale))
-    return k, scale
+    return intrinsics.scaled(round(width * scale), round(height * scale)), scale
 
 
 def _depth_grid_intrinsics(
@@ -60,9 +57,7 @@ def _depth_grid_intrinsics(
     """The depth image's intrinsics at its own size; without its own CameraInfo it is registered to the
     colour camera, possibly at another resolution."""
     height, width = depth.shape[:2]
-    if depth_k is None:
-        return colour_k.scaled(width, height)
-    return depth_k if (depth_k.width, depth_k.height) == (width, height) else depth_k.scaled(width, height)
+    return (depth_k or colour_k).scaled(width, height)  # at its own size: the same camera
 
 
 def depth_on_colour_grid(
