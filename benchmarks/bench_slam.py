@@ -93,11 +93,6 @@ def slam_parameters(output_dir: Path) -> dict[str, Any]:
 
 
 # --- the numbers ---------------------------------------------------------------------------------------
-def aligned(estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> tuple[np.ndarray, float, int]:
-    """(4x4 SE(3) taking the estimate onto the truth, ATE RMSE in m, poses compared)."""
-    return trajectory_alignment(estimate, truth)
-
-
 def pose_alignment(estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray]) -> np.ndarray:
     """SE(3) taking the estimate onto the truth using each camera's centre and axes (0.5 m long): a short,
     nearly straight path leaves the roll about it free when only positions are aligned."""
@@ -162,8 +157,8 @@ def core_timing(frames: list[Any], color_k: CameraIntrinsics, depth_k: CameraInt
     return {
         "tracking_ms": walk_bench.percentiles(times),
         "frames_tracked": len(poses),
-        "ate_cm_keyframes_optimised": round(aligned(keyframes, truth)[1] * 100, 2),
-        "ate_cm_frames_causal": round(aligned(poses, truth)[1] * 100, 2),
+        "ate_cm_keyframes_optimised": round(trajectory_alignment(keyframes, truth)[1] * 100, 2),
+        "ate_cm_frames_causal": round(trajectory_alignment(poses, truth)[1] * 100, 2),
         "closures_accepted": slam.counters.closures_accepted,
         "closures_rejected": slam.counters.closures_rejected,
         "last_optimisation_ms": round(slam.counters.last_optimisation_ms, 2),
@@ -200,7 +195,7 @@ def open3d_chain(frames: list[Any], color_k: CameraIntrinsics, depth_k: CameraIn
             pose = pose @ motion
         poses[stamp], truth[stamp], previous = pose.copy(), frame.pose, rgbd
     return {
-        "ate_cm": round(aligned(poses, truth)[1] * 100, 2),
+        "ate_cm": round(trajectory_alignment(poses, truth)[1] * 100, 2),
         "ms_per_frame": walk_bench.percentiles(times),
         "rpe_per_metre": round(relative_error_per_metre(poses, truth), 4),
     }
@@ -232,20 +227,13 @@ def depth_focal_sweep(
             slam.track(stamp, read_rgb(frame.rgb), read_depth(frame.depth, 1000.0), color_k, depth_focal)
             truth[stamp] = frame.pose
         keyframes = dict(slam.trajectory())
-        stamps = sorted(set(keyframes) & set(truth))
-        fit = umeyama(
-            np.array([keyframes[t][:3, 3] for t in stamps]),
-            np.array([truth[t][:3, 3] for t in stamps]),
-            with_scale=True,
-        )
-        moved = fit.scale * np.array([keyframes[t][:3, 3] for t in stamps]) @ fit.rotation.T + fit.translation
-        sim3 = float(np.sqrt(np.mean(np.sum((moved - np.array([truth[t][:3, 3] for t in stamps])) ** 2, axis=1))))
+        sim3_T, sim3, _ = trajectory_alignment(keyframes, truth, with_scale=True)
         rows.append(
             {
                 "depth_focal_px": focal,
-                "ate_cm_keyframes_optimised": round(aligned(keyframes, truth)[1] * 100, 2),
+                "ate_cm_keyframes_optimised": round(trajectory_alignment(keyframes, truth)[1] * 100, 2),
                 "ate_cm_after_sim3": round(sim3 * 100, 2),
-                "sim3_scale": round(float(fit.scale), 4),
+                "sim3_scale": round(float(np.cbrt(np.linalg.det(sim3_T[:3, :3]))), 4),
                 "closures_accepted": slam.counters.closures_accepted,
             }
         )
@@ -389,8 +377,8 @@ def main() -> None:
             keyframes = (
                 {conv.stamp_to_ns(p.header.stamp): conv.pose_to_matrix(p.pose) for p in path.poses} if path else {}
             )
-            T, ate_keyframes, compared = aligned(keyframes, sent_truth)
-            _, ate_frames, tracked_count = aligned(tracked, sent_truth)
+            T, ate_keyframes, compared = trajectory_alignment(keyframes, sent_truth)
+            _, ate_frames, tracked_count = trajectory_alignment(tracked, sent_truth)
             slam_file = Path(workdir) / "out" / "walk_slam.npz"
             closures = closure_truth(slam_file, sent_truth) if slam_file.exists() else {"note": "no saved SLAM file"}
             mesh_T = pose_alignment(keyframes, sent_truth) if len(keyframes) >= 2 else T

@@ -14,7 +14,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from showroom_ros.geometry.similarity import DegenerateGeometryError, Similarity, spread_profile, umeyama
+from showroom_ros.geometry.similarity import (
+    DegenerateGeometryError,
+    Similarity,
+    spread_profile,
+    trajectory_alignment,
+    umeyama,
+)
 
 SEEDS = st.integers(0, 2**32 - 1)
 SCALES = st.floats(-2.0, 2.0).map(lambda exponent: 10.0**exponent)
@@ -223,3 +229,36 @@ def test_umeyama_refuses_non_finite_or_mismatched_input(
         umeyama(source[:, :2], source[:, :2])
     with pytest.raises(ValueError, match=r"\(N, 3\)"):
         umeyama(source, source[:-1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), scale=st.floats(0.2, 5.0))
+def test_trajectory_alignment_recovers_a_moved_trajectory_and_only_sim3_a_rescaled_one(seed: int, scale: float) -> None:
+    """A trajectory moved by an SE(3) aligns to 0 ATE; rescaled too, only the Sim(3) alignment does, with
+    that scale in its rotation block. Stamps only one side has are ignored; fewer than 3 shared: NaN."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for stamp in range(12):
+        pose = np.eye(4)
+        pose[:3, :3] = Rotation.random(random_state=seed + stamp).as_matrix()
+        pose[:3, 3] = rng.normal(size=3)
+        truth[stamp] = pose
+    moved = np.eye(4)
+    moved[:3, :3] = Rotation.random(random_state=seed + 99).as_matrix()
+    moved[:3, 3] = rng.normal(size=3) * 3
+    estimate = {s: moved @ p for s, p in truth.items()}
+    estimate[100] = np.eye(4)  # no truth for it
+    T, ate, compared = trajectory_alignment(estimate, truth)
+    assert compared == 12 and ate < 1e-9
+    np.testing.assert_allclose(T @ moved, np.eye(4), atol=1e-9)
+    spread = {s: p.copy() for s, p in estimate.items()}
+    for p in spread.values():
+        p[:3, 3] *= scale
+    _, ate_se3, _ = trajectory_alignment(spread, truth)
+    T_sim3, ate_sim3, _ = trajectory_alignment(spread, truth, with_scale=True)
+    assert ate_sim3 < 1e-8
+    assert np.cbrt(np.linalg.det(T_sim3[:3, :3])) == pytest.approx(1 / scale, rel=1e-9)
+    if abs(scale - 1) > 0.05:
+        assert ate_se3 > 1e-3
+    T_few, ate_few, few = trajectory_alignment({0: truth[0], 1: truth[1]}, truth)
+    assert few == 2 and np.isnan(ate_few) and np.array_equal(T_few, np.eye(4))

@@ -169,18 +169,18 @@ def umeyama(
 
 
 def trajectory_alignment(
-    estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray]
+    estimate: dict[int, np.ndarray], truth: dict[int, np.ndarray], with_scale: bool = False
 ) -> tuple[np.ndarray, float, int]:
-    """ATE the usual way: the SE(3) (4x4) taking the estimated camera positions onto the true ones over
-    the stamps both have, the RMSE of what is left (m), and how many poses were compared. Fewer than 3:
-    the identity and NaN."""
+    """ATE the usual way: the SE(3) (4x4; Sim(3) with ``with_scale``, its scale in the rotation block)
+    taking the estimated camera positions onto the true ones over the stamps both have, the RMSE of what
+    is left (m), and how many poses were compared. Fewer than 3: the identity and NaN."""
     stamps = sorted(set(estimate) & set(truth))
     if len(stamps) < 3:
         return np.eye(4), float("nan"), len(stamps)
     a = np.array([estimate[s][:3, 3] for s in stamps])
     b = np.array([truth[s][:3, 3] for s in stamps])
-    fit = umeyama(a, b, with_scale=False)
+    fit = umeyama(a, b, with_scale=with_scale)
     T = np.eye(4)
-    T[:3, :3], T[:3, 3] = fit.rotation, fit.translation
+    T[:3, :3], T[:3, 3] = fit.scale * fit.rotation, fit.translation
     error = np.linalg.norm(a @ T[:3, :3].T + T[:3, 3] - b, axis=1)
     return T, float(np.sqrt(np.mean(error**2))), len(stamps)
